@@ -1,0 +1,369 @@
+"""The ``ModelExperiment`` spec as typed, validated models (pydantic v2).
+
+Parsing is the first thing the reconciler does with an experiment, and the
+only place a spec is validated at run time: the CRD schema rejects most bad
+specs at admission, but an emulator, an old CRD or ``--validate=false`` can
+let anything through.  Every problem becomes a :class:`SpecProblem` that
+names the exact field (``spec.canary.steps[2]``) and the bad value, so the
+user can fix the manifest from the status message alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from modelrollout import durations, templates
+
+# RFC 1123 label, as Kubernetes requires for workload (Deployment) names.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# RFC 1123 subdomain, as Kubernetes requires for object names.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class Strategy(str, enum.Enum):
+    CANARY = "Canary"
+    AB_TEST = "ABTest"
+    SHADOW = "Shadow"
+    BANDIT = "Bandit"
+
+
+# Strategies this version of the operator can run; the others are in the API
+# contract already (so manifests validate) but are refused with a clear error.
+SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY})
+
+
+class NoDataPolicy(str, enum.Enum):
+    HOLD = "Hold"
+    FAIL = "Fail"
+
+
+class Builtin(str, enum.Enum):
+    ERROR_RATE = "error-rate"
+    LATENCY_P95 = "latency-p95"
+    LATENCY_P99 = "latency-p99"
+
+
+def _problem(message: str, *, subpath: str = "", value: Any = None) -> PydanticCustomError:
+    """A validation error whose location can point below the field (``[2]``)."""
+    return PydanticCustomError("spec", message, {"subpath": subpath, "value": value})
+
+
+def _to_duration(value: Any) -> datetime.timedelta:
+    if isinstance(value, datetime.timedelta):
+        return value
+    if not isinstance(value, str):
+        raise _problem("must be a duration string such as 30s, 5m or 1h", value=value)
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationError as e:
+        raise _problem(str(e), value=value) from None
+
+
+Duration = Annotated[datetime.timedelta, pydantic.BeforeValidator(_to_duration)]
+Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class VirtualServiceRef(_Model):
+    name: str
+    namespace: str | None = None
+    routes: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns(cls, value: str) -> str:
+        if not _DNS_SUBDOMAIN.match(value):
+            raise _problem("must be a Kubernetes object name (lower-case RFC 1123)", value=value)
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise _problem("must name at least one route, or be omitted", value=value)
+            for index, route in enumerate(value):
+                if value.index(route) != index:
+                    raise _problem("names a route twice", subpath=f"[{index}]", value=route)
+        return value
+
+
+class Variant(_Model):
+    """One model version: where Istio routes to it and how metrics name it."""
+
+    host: str | None = None
+    subset: str | None = None
+    workload: str
+
+    @field_validator("workload")
+    @classmethod
+    def _workload_is_dns(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise _problem("must be a Kubernetes workload name (lower-case RFC 1123 label)", value=value)
+        return value
+
+    @model_validator(mode="after")
+    def _routable(self) -> Variant:
+        if self.host is None and self.subset is None:
+            raise _problem("needs a subset or a host to route to", value=self.model_dump(exclude_none=True))
+        return self
+
+    def describe(self) -> str:
+        where = self.subset if self.subset is not None else self.host
+        return f"{self.workload} ({where})"
+
+
+class CanarySpec(_Model):
+    steps: list[Annotated[int, Field(strict=True)]] = Field(default_factory=lambda: [5, 25, 50, 100])
+    interval: Duration = datetime.timedelta(minutes=1)
+    # Default: one interval, i.e. every step gets at least one full evaluation.
+    min_step_duration: Duration | None = None
+    min_samples: Annotated[int, Field(ge=0, strict=True)] = 100
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_ascending(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise _problem("must list at least one step", value=value)
+        for index, weight in enumerate(value):
+            if not 1 <= weight <= 100:
+                raise _problem("must be a weight in 1..100", subpath=f"[{index}]", value=weight)
+            if index and weight <= value[index - 1]:
+                raise _problem(
+                    f"must be greater than the step before it ({value[index - 1]})",
+                    subpath=f"[{index}]",
+                    value=weight,
+                )
+        return value
+
+    @property
+    def step_duration(self) -> datetime.timedelta:
+        return self.min_step_duration if self.min_step_duration is not None else self.interval
+
+
+class RatioQuery(_Model):
+    success: str
+    total: str
+
+
+class MetricSpec(_Model):
+    name: str
+    builtin: Builtin | None = None
+    query: str | None = None
+    ratio: RatioQuery | None = None
+    max: float | None = None
+    min: float | None = None
+    max_relative_increase: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise _problem("must be a lower-case name such as error-rate", value=value)
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_template(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MetricSpec:
+        sources = [key for key in ("builtin", "query", "ratio") if getattr(self, key) is not None]
+        if len(sources) != 1:
+            got = " and ".join(sources) if sources else "none"
+            raise _problem(f"needs exactly one of builtin, query or ratio (got {got})", value=self.name)
+        if self.ratio is not None:
+            _check_template(self.ratio.success)
+            _check_template(self.ratio.total)
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _problem(f"min ({self.min}) is above max ({self.max})", value=self.name)
+        return self
+
+    @property
+    def relative_increase_limit(self) -> float | None:
+        """``maxRelativeIncrease``, or the builtin's default when no threshold is set at all."""
+        if self.max_relative_increase is not None:
+            return self.max_relative_increase
+        if self.builtin is not None and self.max is None and self.min is None:
+            return BUILTIN_DEFAULT_RELATIVE_INCREASE[self.builtin]
+        return None
+
+
+def _check_template(template: str) -> None:
+    unknown = templates.unknown_placeholders(template)
+    if unknown:
+        known = ", ".join(sorted(templates.VARIABLES))
+        raise _problem(f"uses unknown placeholder {{{{ {unknown[0]} }}}} (known: {known})", value=template)
+
+
+# A builtin listed without thresholds still guards something: the candidate
+# may not be much worse than the baseline.  (2x the error rate, 1.5x latency.)
+BUILTIN_DEFAULT_RELATIVE_INCREASE: Mapping[Builtin, float] = {
+    Builtin.ERROR_RATE: 1.0,
+    Builtin.LATENCY_P95: 0.5,
+    Builtin.LATENCY_P99: 0.5,
+}
+
+
+def _default_metrics() -> list[MetricSpec]:
+    return [
+        MetricSpec(name="error-rate", builtin=Builtin.ERROR_RATE),
+        MetricSpec(name="latency-p95", builtin=Builtin.LATENCY_P95),
+    ]
+
+
+class AnalysisSpec(_Model):
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    failure_limit: Annotated[int, Field(ge=1, strict=True)] = 1
+    no_data: NoDataPolicy = NoDataPolicy.HOLD
+    no_data_limit: Annotated[int, Field(ge=1, strict=True)] = 5
+
+
+class PrometheusSpec(_Model):
+    address: str | None = None
+    timeout: Duration = datetime.timedelta(seconds=10)
+
+    @field_validator("address")
+    @classmethod
+    def _is_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise _problem("must be an http:// or https:// URL", value=value)
+        return value.rstrip("/") if value is not None else None
+
+
+class ExperimentSpec(_Model):
+    virtual_service: VirtualServiceRef
+    baseline: Variant
+    candidate: Variant | None = None
+    candidates: list[Variant] | None = None
+    strategy: Strategy = Strategy.CANARY
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    metrics: list[MetricSpec] = Field(default_factory=_default_metrics)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
+    paused: bool = False
+    # Contract fields of later strategies: accepted so manifests validate.
+    ab_test: dict[str, Any] | None = None
+    shadow: dict[str, Any] | None = None
+    bandit: dict[str, Any] | None = None
+    objective: dict[str, Any] | None = None
+    segments: list[str] | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _supported(cls, value: Strategy) -> Strategy:
+        if value not in SUPPORTED_STRATEGIES:
+            raise _problem("is not supported by this version of the operator yet", value=value.value)
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+        names = [metric.name for metric in value]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                raise _problem("repeats a metric name", subpath=f"[{index}].name", value=name)
+        return value
+
+    @model_validator(mode="after")
+    def _one_candidate(self) -> ExperimentSpec:
+        if (self.candidate is None) == (self.candidates is None):
+            raise _problem("needs exactly one of candidate or candidates", value=None)
+        if self.candidates is not None and len(self.candidates) != 1:
+            raise _problem(
+                "lists several candidates; this version runs one candidate per experiment",
+                subpath="candidates",
+                value=len(self.candidates),
+            )
+        workloads = [self.baseline.workload, self.the_candidate.workload]
+        if workloads[0] == workloads[1]:
+            raise _problem("baseline and candidate are the same workload", subpath="candidate.workload",
+                           value=workloads[1])
+        return self
+
+    @property
+    def the_candidate(self) -> Variant:
+        if self.candidate is not None:
+            return self.candidate
+        assert self.candidates is not None  # guaranteed by _one_candidate
+        return self.candidates[0]
+
+    def virtual_service_namespace(self, experiment_namespace: str) -> str:
+        return self.virtual_service.namespace or experiment_namespace
+
+
+class SpecProblem(pydantic.BaseModel):
+    """One thing wrong with a spec: where, what, and the offending value."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    message: str
+    value: Any = None
+
+    def __str__(self) -> str:
+        shown = _short_repr(self.value)
+        return f"{self.path}: {self.message}" + (f" (got {shown})" if shown else "")
+
+
+class SpecError(ValueError):
+    """The spec cannot be run; ``problems`` says where and why."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(problem) for problem in problems))
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> ExperimentSpec:
+    """Validate ``raw`` (the ``spec`` of a ModelExperiment) or raise :class:`SpecError`."""
+    try:
+        return ExperimentSpec.model_validate(dict(raw or {}))
+    except pydantic.ValidationError as e:
+        raise SpecError([_as_problem(error) for error in e.errors()]) from None
+
+
+def _as_problem(error: Any) -> SpecProblem:
+    path = "spec"
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    ctx = error.get("ctx") or {}
+    subpath = ctx.get("subpath", "")
+    if subpath:
+        path += subpath if subpath.startswith("[") else f".{subpath}"
+    value = ctx["value"] if "value" in ctx else error.get("input")
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "is not a field of ModelExperiment (misspelled?)"
+    elif error["type"] == "missing":
+        message = "is required"
+        value = None
+    return SpecProblem(path=path, message=message, value=value)
+
+
+def _short_repr(value: Any) -> str:
+    if value is None:
+        return ""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+StrategyName = Literal["Canary", "ABTest", "Shadow", "Bandit"]
