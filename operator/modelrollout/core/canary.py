@@ -1,0 +1,446 @@
+"""The Canary state machine: ``decide(spec, state, observation, now) -> Decision``.
+
+Pending -> Progressing -> Succeeded | RolledBack | Failed, plus Paused.
+A step advances when its checks pass, it has lasted ``minStepDuration`` and
+each variant has served ``minSamples`` requests; reaching a step of 100 % (or
+passing the last step) is promotion.  Failed checks roll back after
+``failureLimit`` in a row; missing data holds, and turns into a rollback
+after ``noDataLimit`` in a row (or at once with ``noData: Fail``).  Final
+phases stay final: only a new ``modelrollout.io/restart`` value starts over.
+
+Gates are annotations whose *value* is remembered once acted on, so a gate
+left in Git never fires twice (re-set it to a new value to use it again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from modelrollout import spec
+from modelrollout.core import guardrails, model
+from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
+
+# Timers fire a little early or late; an evaluation this close to due is due.
+_DUE_TOLERANCE = 0.9
+
+DEFAULT_ANALYSES: tuple[guardrails.Analysis, ...] = (guardrails.ThresholdRules(),)
+
+# Reasons (stable, CamelCase) that mean "the experiment cannot act on its objects".
+INVALID_SPEC = "InvalidSpec"
+BLOCKING_REASONS = frozenset({INVALID_SPEC, "VirtualServiceNotFound", "RouteNotFound"})
+
+
+def split(experiment: spec.ExperimentSpec, candidate_percent: int) -> dict[str, int]:
+    """The weights of both variants when the candidate gets ``candidate_percent``."""
+    return {
+        experiment.baseline.workload: 100 - candidate_percent,
+        experiment.the_candidate.workload: candidate_percent,
+    }
+
+
+def candidate_weight(experiment: spec.ExperimentSpec, weights: Mapping[str, int]) -> int:
+    return weights.get(experiment.the_candidate.workload, 0)
+
+
+def evaluation_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> bool:
+    """Whether this tick should query the metrics (the reconciler asks before observing)."""
+    if state.phase is not Phase.PROGRESSING:
+        return False
+    last = state.last_evaluated_at or state.step_started_at
+    return last is None or now - last >= experiment.canary.interval * _DUE_TOLERANCE
+
+
+def decide(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    analyses: Sequence[guardrails.Analysis] = DEFAULT_ANALYSES,
+) -> model.Decision:
+    decision = _decide(experiment, state, obs, now, analyses)
+    return _restoring_drift(decision, state, obs)
+
+
+def _decide(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    analyses: Sequence[guardrails.Analysis],
+) -> model.Decision:
+    interval = experiment.canary.interval
+    restart = _requested(Gate.RESTART, state, obs)
+    if restart is not None:
+        fresh = State(gates=_acknowledge_all(state, obs), observed_generation=obs.generation)
+        started = _start(experiment, fresh, obs, now)
+        restarted = Event("Normal", "Restarted", f"restarted by {Gate.RESTART.value}={restart!r}")
+        return dataclasses.replace(started, events=(restarted, *started.events))
+
+    if state.phase is Phase.FAILED and state.reason == INVALID_SPEC and obs.generation != state.observed_generation:
+        # The spec that failed validation was fixed: nothing ran yet, so start now.
+        state = State(gates=state.gates)
+    state = dataclasses.replace(state, observed_generation=obs.generation)
+    if state.reason == INVALID_SPEC and not state.phase.is_final:
+        # Held mid-rollout on a bad spec that is now fixed: carry on where it was.
+        state = dataclasses.replace(state, reason="SpecFixed", message="the spec is valid again", action=None)
+
+    if state.phase.is_final:
+        return model.Decision(state, _final_weights(experiment, state), requeue_after=interval)
+
+    abort = _requested(Gate.ABORT, state, obs)
+    if abort is not None:
+        return _finish(
+            experiment, _acknowledge(state, Gate.ABORT, abort), Phase.ROLLED_BACK, now,
+            "Aborted", f"aborted by {Gate.ABORT.value}", step=state.step,
+        )
+    promote = _requested(Gate.PROMOTE, state, obs)
+    if promote is not None:
+        return _finish(
+            experiment, _acknowledge(state, Gate.PROMOTE, promote), Phase.SUCCEEDED, now,
+            "PromotedManually", f"promoted by {Gate.PROMOTE.value}", step=state.step,
+        )
+
+    if experiment.paused:
+        return _pause(experiment, state)
+    if state.phase is Phase.PAUSED:
+        state = _resume(state, now)
+        if state.phase is Phase.PROGRESSING:
+            message = f"resumed at step {state.step} ({_cand_pct(experiment, state)}%)"
+            resumed = dataclasses.replace(state, reason="Resumed", message=message, action=Action.CONTINUE)
+            return model.Decision(
+                resumed, dict(state.weights), (Event("Normal", "Resumed", message),), requeue_after=interval
+            )
+    if state.phase is Phase.PENDING:
+        return _start(experiment, state, obs, now)
+    if obs.metrics is None:
+        return model.Decision(state, dict(state.weights), requeue_after=_until_due(experiment, state, now))
+    return _evaluate(experiment, state, obs, now, analyses)
+
+
+def reject_spec(state: State, obs: model.Observation, problems: str) -> model.Decision:
+    """The spec does not validate: say where, and never move traffic because of it."""
+    restart = _requested(Gate.RESTART, state, obs)
+    if restart is not None:
+        state = State(gates=_acknowledge_all(state, obs))
+    retry = datetime.timedelta(seconds=60)
+    state = dataclasses.replace(state, observed_generation=obs.generation)
+    if state.phase.is_final and state.reason != INVALID_SPEC:
+        return model.Decision(state, None, requeue_after=retry)  # finished: spec edits do nothing
+    if state.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        message = f"holding at the current weights until the spec is fixed: {problems}"
+        action: Action | None = Action.HOLD
+        phase: Phase = state.phase
+    else:
+        message = f"invalid spec: {problems}"
+        action = None
+        phase = Phase.FAILED
+    events = () if state.message == message else (Event("Warning", INVALID_SPEC, message),)
+    held = dataclasses.replace(state, phase=phase, reason=INVALID_SPEC, message=message, action=action)
+    return model.Decision(held, None, events, requeue_after=retry)
+
+
+def blocked(
+    experiment: spec.ExperimentSpec, state: State, obs: model.Observation, reason: str, message: str
+) -> model.Decision:
+    """The routing object or its routes are missing.
+
+    Before any traffic moved this is a wait (GitOps may apply the experiment
+    before its VirtualService); mid-rollout it is a failure, and the
+    reconciler puts back whatever of the original routes it still can.
+    """
+    state = dataclasses.replace(state, observed_generation=obs.generation)
+    interval = experiment.canary.interval
+    if state.phase.is_final:
+        return model.Decision(state, None, requeue_after=interval)
+    events = () if state.message == message else (Event("Warning", reason, message),)
+    if state.phase is Phase.PENDING:
+        waiting = dataclasses.replace(state, reason=reason, message=f"waiting: {message}", action=Action.HOLD)
+        return model.Decision(waiting, None, events, requeue_after=interval)
+    failed = dataclasses.replace(state, phase=Phase.FAILED, reason=reason, message=message, action=None)
+    return model.Decision(failed, None, events, requeue_after=interval, restore_routes=True)
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def _start(
+    experiment: spec.ExperimentSpec, state: State, obs: model.Observation, now: datetime.datetime
+) -> model.Decision:
+    steps = experiment.canary.steps
+    state = dataclasses.replace(state, observed_generation=obs.generation)
+    if steps[0] == 100:
+        return _finish(experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%",
+                       step=1)
+    weights = split(experiment, steps[0])
+    message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {experiment.the_candidate.workload}"
+    started = dataclasses.replace(
+        state,
+        phase=Phase.PROGRESSING,
+        step=1,
+        weights=weights,
+        step_started_at=now,
+        last_evaluated_at=now,
+        step_checks=0,
+        failed_checks=0,
+        no_data_checks=0,
+        samples={},
+        reason="Started",
+        message=message,
+        action=Action.CONTINUE,
+    )
+    return model.Decision(
+        started, weights, (Event("Normal", "Started", message),), requeue_after=experiment.canary.interval
+    )
+
+
+def _finish(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    phase: Phase,
+    now: datetime.datetime,
+    reason: str,
+    message: str,
+    *,
+    step: int,
+    assessments: tuple[model.MetricAssessment, ...] = (),
+) -> model.Decision:
+    promoted = phase is Phase.SUCCEEDED
+    weights = split(experiment, 100 if promoted else 0)
+    finished = dataclasses.replace(
+        state,
+        phase=phase,
+        step=step,
+        weights=weights,
+        reason=reason,
+        message=message,
+        action=Action.PROMOTE if promoted else Action.ROLLBACK,
+        last_evaluated_at=state.last_evaluated_at or now,
+    )
+    event = Event("Normal" if promoted else "Warning", "Promoted" if promoted else "RolledBack", message)
+    return model.Decision(
+        finished, weights, (event,), assessments=assessments, requeue_after=experiment.canary.interval
+    )
+
+
+def _pause(experiment: spec.ExperimentSpec, state: State) -> model.Decision:
+    interval = experiment.canary.interval
+    held = dict(state.weights) if state.weights else None
+    if state.phase is Phase.PAUSED:
+        return model.Decision(state, held, requeue_after=interval)
+    where = f"step {state.step} ({_cand_pct(experiment, state)}%)" if state.step else "before the first step"
+    message = f"paused at {where} by spec.paused"
+    paused = dataclasses.replace(state, phase=Phase.PAUSED, reason="Paused", message=message, action=Action.HOLD)
+    return model.Decision(paused, held, (Event("Normal", "Paused", message),), requeue_after=interval)
+
+
+def _resume(state: State, now: datetime.datetime) -> State:
+    if state.step == 0:
+        return dataclasses.replace(state, phase=Phase.PENDING)
+    # The step starts over in time and samples: what counts is a full step at these weights.
+    return dataclasses.replace(
+        state,
+        phase=Phase.PROGRESSING,
+        step_started_at=now,
+        last_evaluated_at=now,
+        step_checks=0,
+        samples={},
+    )
+
+
+def _evaluate(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    analyses: Sequence[guardrails.Analysis],
+) -> model.Decision:
+    assessments, memory = _assess(experiment, state, obs, analyses)
+    verdict = guardrails.combine(list(assessments))
+    state = dataclasses.replace(
+        state, last_evaluated_at=now, samples=_add_samples(state.samples, obs), analysis=memory
+    )
+    limits = experiment.analysis
+    step_name = f"step {state.step}/{len(experiment.canary.steps)} ({_cand_pct(experiment, state)}%)"
+
+    missing = [a for a in assessments if a.verdict.is_missing]
+    failing = [a for a in assessments if a.verdict is Verdict.FAIL]
+    if not failing and missing and limits.no_data is spec.NoDataPolicy.FAIL:
+        failing = missing  # noData: Fail -- a query with no data is a failed check
+
+    if failing:
+        why = "; ".join(a.reason for a in failing)
+        count = state.failed_checks + 1
+        code = "GuardrailFailed" if any(a.verdict is Verdict.FAIL for a in failing) else "NoData"
+        if count >= limits.failure_limit:
+            return _finish(experiment, state, Phase.ROLLED_BACK, now, code, f"rolled back at {step_name}: {why}",
+                           step=state.step, assessments=assessments)
+        message = f"holding at {step_name}: failed check {count}/{limits.failure_limit}: {why}"
+        held = dataclasses.replace(
+            state, failed_checks=count, no_data_checks=0, reason=code, message=message, action=Action.HOLD
+        )
+        return model.Decision(held, dict(state.weights), (Event("Warning", code, message),), assessments,
+                              _until_due(experiment, held, now))
+
+    if missing:
+        why = "; ".join(a.reason for a in missing)
+        count = state.no_data_checks + 1
+        if count >= limits.no_data_limit:
+            message = f"rolled back at {step_name}: no data in {count} evaluations in a row: {why}"
+            return _finish(experiment, state, Phase.ROLLED_BACK, now, "NoData", message,
+                           step=state.step, assessments=assessments)
+        message = f"holding at {step_name}: no data ({count}/{limits.no_data_limit}): {why}"
+        held = dataclasses.replace(state, no_data_checks=count, reason="NoData", message=message, action=Action.HOLD)
+        events = (Event("Warning", "NoData", message),) if state.no_data_checks == 0 else ()
+        return model.Decision(held, dict(state.weights), events, assessments, _until_due(experiment, held, now))
+
+    summary = "; ".join(a.reason for a in assessments)
+    state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
+    if verdict is Verdict.INCONCLUSIVE:
+        message = f"{step_name}: not conclusive yet: {summary}"
+        doubtful = dataclasses.replace(state, reason="Inconclusive", message=message, action=Action.CONTINUE)
+        return model.Decision(doubtful, dict(state.weights), (), assessments, _until_due(experiment, doubtful, now))
+
+    state = dataclasses.replace(state, step_checks=state.step_checks + 1)
+    waiting = _waiting_for(experiment, state, now)
+    if waiting:
+        message = f"{step_name}: {summary}; waiting for {waiting}"
+        going = dataclasses.replace(state, reason="Checking", message=message, action=Action.CONTINUE)
+        return model.Decision(going, dict(state.weights), (), assessments, _until_due(experiment, going, now))
+    return _advance(experiment, state, now, summary, assessments)
+
+
+def _advance(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    summary: str,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    steps = experiment.canary.steps
+    if state.step >= len(steps) or steps[state.step] == 100:
+        return _finish(experiment, state, Phase.SUCCEEDED, now, "Promoted",
+                       f"promoted after step {state.step}/{len(steps)}: {summary}",
+                       step=len(steps), assessments=assessments)
+    step = state.step + 1
+    weight = steps[step - 1]
+    weights = split(experiment, weight)
+    message = f"step {step}/{len(steps)}: {weight}% of traffic to {experiment.the_candidate.workload} ({summary})"
+    advanced = dataclasses.replace(
+        state,
+        step=step,
+        weights=weights,
+        step_started_at=now,
+        last_evaluated_at=now,
+        step_checks=0,
+        samples={},
+        reason="StepAdvanced",
+        message=message,
+        action=Action.CONTINUE,
+    )
+    return model.Decision(advanced, weights, (Event("Normal", "StepAdvanced", message),), assessments,
+                          experiment.canary.interval)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _assess(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    analyses: Sequence[guardrails.Analysis],
+) -> tuple[tuple[model.MetricAssessment, ...], dict[str, Mapping[str, Any]]]:
+    samples = {sample.name: sample for sample in obs.metrics or ()}
+    assessments: list[model.MetricAssessment] = []
+    memory: dict[str, Mapping[str, Any]] = {}
+    for metric in experiment.metrics:
+        sample = samples.get(metric.name, model.MetricSample(metric.name, {}))
+        parts: list[model.MetricAssessment] = []
+        for index, analysis in enumerate(analyses):
+            key = f"{metric.name}/{index}"
+            assessment, kept = analysis.assess(experiment, metric, sample, state.analysis.get(key))
+            parts.append(assessment)
+            if kept is not None:
+                memory[key] = kept
+        assessments.append(guardrails.merge(metric.name, parts))
+    return tuple(assessments), memory
+
+
+def _add_samples(samples: Mapping[str, int], obs: model.Observation) -> dict[str, int]:
+    total = dict(samples)
+    for workload, result in (obs.requests or {}).items():
+        if result.ok and result.value is not None:
+            total[workload] = total.get(workload, 0) + round(result.value)
+    return total
+
+
+def _waiting_for(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> str:
+    """What the step still needs before it may advance, in words ("" when nothing)."""
+    needs: list[str] = []
+    assert state.step_started_at is not None  # set whenever a step starts
+    elapsed = now - state.step_started_at
+    if elapsed < experiment.canary.step_duration:
+        needs.append(f"{elapsed.total_seconds():.0f}s of {experiment.canary.step_duration.total_seconds():.0f}s")
+    minimum = experiment.canary.min_samples
+    for workload in (experiment.baseline.workload, experiment.the_candidate.workload):
+        seen = state.samples.get(workload, 0)
+        if seen < minimum:
+            needs.append(f"{seen}/{minimum} {workload} requests")
+    return ", ".join(needs)
+
+
+def _until_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> datetime.timedelta:
+    last = state.last_evaluated_at or now
+    remaining = last + experiment.canary.interval - now
+    return max(remaining, datetime.timedelta(seconds=0))
+
+
+def _final_weights(experiment: spec.ExperimentSpec, state: State) -> dict[str, int] | None:
+    if state.phase is Phase.SUCCEEDED:
+        return split(experiment, 100)
+    if state.phase is Phase.ROLLED_BACK:
+        return split(experiment, 0)
+    return None  # Failed: the routes were restored or could not be touched
+
+
+def _restoring_drift(decision: model.Decision, state: State, obs: model.Observation) -> model.Decision:
+    """Weights the routes should hold but do not, without a planned change, were edited by someone else."""
+    wanted = decision.weights
+    if wanted is None or not state.weights or dict(wanted) != dict(state.weights):
+        return decision
+    if obs.weights is not None and dict(obs.weights) == dict(wanted):
+        return decision
+    held = "routes that disagree" if obs.weights is None else _show_weights(obs.weights)
+    message = f"routes held {held}; restored {_show_weights(wanted)} (changed outside the operator?)"
+    return dataclasses.replace(decision, events=(*decision.events, Event("Warning", "WeightsRestored", message)))
+
+
+def _show_weights(weights: Mapping[str, int]) -> str:
+    return ", ".join(f"{workload} {weight}%" for workload, weight in weights.items())
+
+
+def _cand_pct(experiment: spec.ExperimentSpec, state: State) -> int:
+    return candidate_weight(experiment, state.weights)
+
+
+def _requested(gate: Gate, state: State, obs: model.Observation) -> str | None:
+    value = obs.annotations.get(gate.value)
+    if value is None or state.gates.get(gate.value) == value:
+        return None
+    return value
+
+
+def _acknowledge(state: State, gate: Gate, value: str) -> State:
+    return dataclasses.replace(state, gates={**state.gates, gate.value: value})
+
+
+def _acknowledge_all(state: State, obs: model.Observation) -> dict[str, str]:
+    """After a restart, gates still present are history: they must not fire on the new run."""
+    gates = dict(state.gates)
+    for gate in Gate:
+        if gate.value in obs.annotations:
+            gates[gate.value] = obs.annotations[gate.value]
+    return gates
