@@ -1,0 +1,179 @@
+"""One tick of one experiment: observe, decide (the pure core), act, record.
+
+Order matters for safety.  The new status (the intent) is written *before*
+the routes change: if the operator dies in between, the restarted one reads
+the intent and finishes moving traffic; written the other way round, a
+crash after a rollback could put traffic back on a bad candidate.  Weights
+are always read back from the routing object, never trusted from memory.
+
+Ticks and the deletion finalizer of one experiment never overlap (a lock per
+experiment), so a tick still running in a worker thread cannot undo what the
+finalizer restored.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from modelrollout import measure, ports, spec, status
+from modelrollout.core import canary, guardrails, model
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+
+
+class Experiments(Protocol):
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass
+class Reconciler:
+    experiments: Experiments
+    router: ports.TrafficRouter
+    providers: Callable[[spec.PrometheusSpec], ports.MetricProvider]
+    events: Callable[[Mapping[str, Any]], ports.EventSink]
+    clock: Clock = utcnow
+    analyses: Sequence[guardrails.Analysis] = canary.DEFAULT_ANALYSES
+    _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(threading.Lock)
+    )
+
+    def tick(self, namespace: str, name: str) -> float | None:
+        """Run one tick; return seconds until the next, or None when the experiment is gone."""
+        with self._locks[namespace, name]:
+            body = self.experiments.get(namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                return None
+            decision, experiment, routes = self._decide(body)
+            self._act(body, decision, experiment, routes)
+            return decision.requeue_after.total_seconds()
+
+    def finalize(self, body: Mapping[str, Any]) -> str:
+        """On deletion: give the baseline its traffic back unless the experiment succeeded."""
+        meta = body.get("metadata", {})
+        with self._locks[meta["namespace"], meta["name"]]:
+            state = status.parse_state(body.get("status"))
+            if state.phase is model.Phase.SUCCEEDED:
+                return "succeeded: traffic left on the candidate"
+            try:
+                experiment = spec.parse_spec(body.get("spec"))
+            except spec.SpecError:
+                return "invalid spec: no routes were ever changed by it"
+            target = route_target(experiment, body)
+            self.router.finalize(target)  # the routes as they were before the experiment
+            try:
+                split = self.router.get_routes(target)
+            except (ports.VirtualServiceNotFound, ports.RouteNotFound):
+                return "routing object or routes gone: nothing to restore"
+            weights = split.weights()
+            if weights is None or weights.get(experiment.the_candidate.workload, 0) != 0:
+                # No saved original (annotation removed?): the contract is baseline 100.
+                self.router.set_routes(target, canary.split(experiment, 0))
+            return "baseline restored to 100%"
+
+    # ----------------------------------------------------------------------- steps
+
+    def _decide(
+        self, body: Mapping[str, Any]
+    ) -> tuple[model.Decision, spec.ExperimentSpec | None, dict[str, int] | None]:
+        """The decision, the parsed spec (None if invalid) and the split the routes hold."""
+        meta = body.get("metadata", {})
+        state = status.parse_state(body.get("status"))
+        annotations = meta.get("annotations") or {}
+        generation = meta.get("generation", 1)
+        try:
+            experiment = spec.parse_spec(body.get("spec"))
+            self.providers(experiment.prometheus)  # no Prometheus to ask is a spec problem, found up front
+        except spec.SpecError as e:
+            obs = model.Observation(None, annotations, generation)
+            return canary.reject_spec(state, obs, str(e)), None, None
+
+        target = route_target(experiment, body)
+        try:
+            weights = self.router.get_routes(target).weights()
+        except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
+            obs = model.Observation(None, annotations, generation)
+            return canary.blocked(experiment, state, obs, e.reason, str(e)), experiment, None
+
+        now = self.clock()
+        metrics: tuple[model.MetricSample, ...] | None = None
+        requests: dict[str, ports.QueryResult] | None = None
+        if canary.evaluation_due(experiment, state, now):
+            provider = self.providers(experiment.prometheus)
+            metrics, requests = measure.measure(
+                experiment, meta["name"], meta["namespace"], provider, experiment.canary.interval
+            )
+            now = self.clock()  # the decision happens after the queries returned
+        obs = model.Observation(weights, annotations, generation, metrics, requests)
+        return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights
+
+    def _act(
+        self,
+        body: Mapping[str, Any],
+        decision: model.Decision,
+        experiment: spec.ExperimentSpec | None,
+        routes: Mapping[str, int] | None,
+    ) -> None:
+        meta = body.get("metadata", {})
+        namespace, name = meta["namespace"], meta["name"]
+        previous = body.get("status") or {}
+        candidate = experiment.the_candidate.workload if experiment is not None else ""
+        new_status = status.render(decision, previous, self.clock(), candidate)
+        if new_status != previous:
+            self.experiments.patch_status(namespace, name, _with_removals(previous, new_status))
+
+        sink = self.events(body)
+        if experiment is not None:
+            target = route_target(experiment, body)
+            try:
+                self._route(target, decision, routes)
+            except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
+                # Gone between our read and write: the next tick records it as blocked.
+                logger.warning("%s/%s: %s", namespace, name, e)
+        for event in decision.events:
+            sink.emit(event.type, event.reason, event.message)
+
+    def _route(
+        self, target: ports.RouteTarget, decision: model.Decision, routes: Mapping[str, int] | None
+    ) -> None:
+        if decision.restore_routes:
+            self.router.finalize(target)
+        if decision.weights is not None and (routes is None or dict(routes) != dict(decision.weights)):
+            self.router.set_routes(target, decision.weights)
+
+
+def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> ports.RouteTarget:
+    meta = body.get("metadata", {})
+    vs = experiment.virtual_service
+    return ports.RouteTarget(
+        experiment=meta["name"],
+        namespace=experiment.virtual_service_namespace(meta["namespace"]),
+        name=vs.name,
+        routes=tuple(vs.routes) if vs.routes is not None else None,
+        variants=tuple(
+            ports.Destination(workload=v.workload, host=v.host, subset=v.subset)
+            for v in measure.variants(experiment)
+        ),
+    )
+
+
+def _with_removals(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch that also deletes status keys the new status no longer has."""
+    patch: dict[str, Any] = dict(new)
+    for key in previous:
+        if key not in new:
+            patch[key] = None
+    return patch

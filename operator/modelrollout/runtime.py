@@ -1,0 +1,131 @@
+"""What the running operator is made of, built once at startup and kept in kopf's memo.
+
+Clients are created here and nowhere else (never at import time), so tests
+and the demo can point the same code at an emulator.  Each experiment gets
+one asyncio task (a kopf daemon) whose sleep is the spec's own interval; the
+blocking work of a tick runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes
+
+from modelrollout import GROUP, kube, ports, reconciler, spec
+from modelrollout.core import model
+from modelrollout.providers import prometheus
+from modelrollout.routers import istio
+
+# Seconds to wait after a tick failed for a reason nobody expected (API down...).
+ERROR_BACKOFF = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What ``modelrollout run`` was told on its command line."""
+
+    kubeconfig: str | None = None
+    prometheus_url: str | None = None
+    istio_version: str = "v1"
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Our own domain for everything kopf stores on objects; quiet kopf's own Events."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our Events say what happened; kopf's add noise
+
+
+class Runtime:
+    def __init__(self, options: Options, configuration: kubernetes.client.Configuration) -> None:
+        self.options = options
+        self.configuration = configuration
+        client = kube.api_client(configuration)
+        self._client = client
+        self._providers: dict[tuple[str, float], ports.MetricProvider] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self.reconciler = reconciler.Reconciler(
+            experiments=kube.ExperimentStore(client),
+            router=istio.IstioRouter(kubernetes.client.CustomObjectsApi(client), options.istio_version),
+            providers=self.provider_for,
+            events=lambda body: kube.KubeEvents(client, body),
+        )
+
+    def connection_info(self) -> kopf.ConnectionInfo:
+        """kopf logs in with exactly what the Kubernetes client uses."""
+        cfg = self.configuration
+        token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+        scheme = None
+        if token and " " in token:
+            scheme, token = token.split(" ", 1)
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            scheme=scheme or ("Bearer" if token else None),
+            token=token,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+        )
+
+    def provider_for(self, settings: spec.PrometheusSpec) -> ports.MetricProvider:
+        address = settings.address or self.options.prometheus_url
+        if not address:
+            raise spec.SpecError([spec.SpecProblem(
+                path="spec.prometheus.address",
+                message="is required: the operator has no default (--prometheus-url / MODELROLLOUT_PROMETHEUS_URL)",
+            )])
+        key = (address.rstrip("/"), settings.timeout.total_seconds())
+        if key not in self._providers:
+            self._providers[key] = prometheus.PrometheusProvider(key[0], timeout=key[1])
+        return self._providers[key]
+
+    # ----------------------------------------------------------------------- daemons
+
+    async def run_experiment(self, namespace: str, name: str, uid: str, logger: Any) -> None:
+        wake = self._wakeups.setdefault(uid, asyncio.Event())
+        try:
+            while True:
+                wake.clear()
+                try:
+                    delay = await asyncio.to_thread(self.reconciler.tick, namespace, name)
+                except Exception as e:  # any failure: log, back off, try again
+                    logger.exception(f"tick failed: {e}")
+                    delay = ERROR_BACKOFF
+                if delay is None:
+                    return  # deleted: the finalizer takes over
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
+                except TimeoutError:
+                    pass
+        finally:
+            self._wakeups.pop(uid, None)
+            self._seen.pop(uid, None)
+
+    def notice(self, body: Mapping[str, Any]) -> None:
+        """A watch event: wake the experiment's daemon if something a user controls changed."""
+        meta = body.get("metadata", {})
+        uid = meta.get("uid", "")
+        annotations = meta.get("annotations") or {}
+        controls = (
+            meta.get("generation"),
+            tuple(annotations.get(gate.value) for gate in model.Gate),
+            meta.get("deletionTimestamp"),
+        )
+        if self._seen.get(uid) != controls:
+            self._seen[uid] = controls
+            wake = self._wakeups.get(uid)
+            if wake is not None:
+                wake.set()
