@@ -1,0 +1,234 @@
+"""The reconciler with in-memory adapters: real core, real routing rules, scripted metrics."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+
+import pytest
+
+from modelrollout import ports, reconciler, spec
+from modelrollout.providers.scripted import ScriptedProvider
+from modelrollout.routers.memory import InMemoryRouter
+
+T0 = datetime.datetime(2026, 11, 23, 10, 0, tzinfo=datetime.UTC)
+NS = "ml"
+
+
+def virtual_service() -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "churn", "namespace": NS},
+        "spec": {
+            "hosts": ["churn"],
+            "http": [
+                {"name": "health", "match": [{"uri": {"prefix": "/healthz"}}],
+                 "route": [{"destination": {"host": "churn", "subset": "v1"}}]},
+                {"name": "primary", "route": [{"destination": {"host": "churn", "subset": "v1"}}],
+                 "timeout": "5s"},
+            ],
+        },
+    }
+
+
+def experiment(**spec_changes) -> dict:
+    spec = {
+        "virtualService": {"name": "churn", "routes": ["primary"]},
+        "baseline": {"subset": "v1", "workload": "churn-v1"},
+        "candidate": {"subset": "v2", "workload": "churn-v2"},
+        "prometheus": {"address": "http://prometheus.test:9090"},
+        "canary": {"interval": "10s", "minSamples": 50},
+        "metrics": [{"name": "error-rate", "builtin": "error-rate", "max": 0.05}],
+    }
+    spec.update(spec_changes)
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelExperiment",
+        "metadata": {"name": "churn-v2", "namespace": NS, "uid": "u-1", "generation": 1, "annotations": {}},
+        "spec": spec,
+    }
+
+
+class Store:
+    """The experiments' API as the reconciler uses it, holding one object."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+        self.status_writes = 0
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        return copy.deepcopy(self.body) if self.body is not None else None
+
+    def patch_status(self, namespace: str, name: str, status) -> None:
+        self.status_writes += 1
+        merged = {**self.body.get("status", {}), **status}
+        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def emit(self, type, reason, message) -> None:
+        self.seen.append((type, reason, message))
+
+
+def metrics(error_rates: dict[str, float]):
+    def answer(promql: str) -> ports.QueryResult:
+        workload = re.search(r'destination_workload="([^"]+)"', promql).group(1)
+        if "increase(" in promql:
+            return ports.QueryResult(ports.QueryOutcome.OK, 100.0)
+        return ports.QueryResult(ports.QueryOutcome.OK, error_rates[workload])
+    return answer
+
+
+class Harness:
+    def __init__(self, body: dict, error_rates: dict[str, float] | None = None) -> None:
+        self.now = T0
+        self.store = Store(body)
+        self.router = InMemoryRouter([virtual_service()])
+        self.provider = ScriptedProvider(metrics(error_rates or {"churn-v1": 0.01, "churn-v2": 0.01}))
+        self.events = Events()
+        self.reconciler = reconciler.Reconciler(
+            experiments=self.store,
+            router=self.router,
+            providers=lambda settings: self.provider,
+            events=lambda body: self.events,
+            clock=lambda: self.now,
+        )
+
+    def tick(self) -> float | None:
+        delay = self.reconciler.tick(NS, "churn-v2")
+        self.now += datetime.timedelta(seconds=delay or 10)
+        return delay
+
+    @property
+    def status(self) -> dict:
+        return self.store.body.get("status", {})
+
+    def primary_weights(self) -> dict[str, int]:
+        route = self.router.get(NS, "churn")["spec"]["http"][1]["route"]
+        return {d["destination"]["subset"]: d.get("weight", 100) for d in route}
+
+
+def test_good_candidate_is_promoted_step_by_step():
+    h = Harness(experiment())
+    seen = []
+    for _ in range(10):
+        h.tick()
+        seen.append((h.status["step"], h.primary_weights().get("v2", 0)))
+        if h.status["phase"] == "Succeeded":
+            break
+    assert seen == [(1, 5), (2, 25), (3, 50), (4, 100)]
+    assert h.status["decision"] == "Promote"
+    conditions = {c["type"]: c["status"] for c in h.status["conditions"]}
+    assert conditions["Succeeded"] == "True" and conditions["Progressing"] == "False"
+    assert [e[1] for e in h.events.seen] == ["Started", "StepAdvanced", "StepAdvanced", "Promoted"]
+    # The other http route never changed.
+    assert h.router.get(NS, "churn")["spec"]["http"][0] == virtual_service()["spec"]["http"][0]
+    assert [h["step"] for h in h.status["history"]] == [1, 2, 3, 4]
+
+
+def test_bad_candidate_is_rolled_back_with_the_reason_in_status():
+    h = Harness(experiment(), {"churn-v1": 0.01, "churn-v2": 0.2})
+    h.tick()
+    h.tick()
+    assert h.status["phase"] == "RolledBack"
+    assert h.primary_weights() == {"v1": 100, "v2": 0}
+    assert "error-rate 20.0% > max 5.0%" in h.status["message"]
+    assert h.status["metrics"][0]["candidate"] == 0.2
+    assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in h.events.seen]
+
+
+def test_invalid_spec_names_the_field_and_touches_no_traffic():
+    h = Harness(experiment(canary={"steps": [5, 50, 25]}))
+    h.tick()
+    assert h.status["phase"] == "Failed"
+    ready = next(c for c in h.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert "spec.canary.steps[2]" in ready["message"] and "(got 25)" in ready["message"]
+    assert h.events.seen[0][:2] == ("Warning", "InvalidSpec")
+    assert h.router.writes == []
+    assert h.provider.queries == []
+
+
+def test_missing_prometheus_address_is_a_spec_problem():
+    body = experiment()
+    del body["spec"]["prometheus"]
+    h = Harness(body)
+
+    def no_default(settings: spec.PrometheusSpec) -> ports.MetricProvider:
+        assert settings.address is None
+        raise spec.SpecError([spec.SpecProblem(path="spec.prometheus.address", message="is required")])
+
+    h.reconciler.providers = no_default
+    h.tick()
+    assert h.status["phase"] == "Failed"
+    assert "spec.prometheus.address: is required" in h.status["message"]
+    assert h.router.writes == []
+
+
+def test_status_is_written_before_the_routes_move():
+    h = Harness(experiment())
+    h.router.fail_next(ports.RouterError("api server unavailable"))  # the read of the first tick
+    with pytest.raises(ports.RouterError):
+        h.tick()
+    assert h.status == {}
+    h.tick()
+    assert h.status["step"] == 1 and h.primary_weights() == {"v1": 95, "v2": 5}
+    # The write of the next step fails after the status recorded the intent ...
+    original = h.router.set_routes
+
+    def failing(target, weights):
+        raise ports.RouterError("boom")
+
+    h.router.set_routes = failing
+    with pytest.raises(ports.RouterError):
+        h.tick()
+    assert h.status["step"] == 2
+    assert h.primary_weights() == {"v1": 95, "v2": 5}
+    # ... and the next tick finishes the move without repeating or skipping the step.
+    h.router.set_routes = original
+    h.tick()
+    assert h.status["step"] == 2
+    assert h.primary_weights() == {"v1": 75, "v2": 25}
+
+
+def test_missing_virtual_service_waits_then_starts_when_it_appears():
+    h = Harness(experiment())
+    h.router.delete(NS, "churn")
+    h.tick()
+    assert h.status["phase"] == "Pending"
+    assert h.status["reason"] == "VirtualServiceNotFound"
+    h.router.put(virtual_service())
+    h.tick()
+    assert h.status["phase"] == "Progressing"
+    assert h.primary_weights() == {"v1": 95, "v2": 5}
+
+
+def test_deletion_restores_the_original_routes_unless_succeeded():
+    h = Harness(experiment())
+    h.tick()
+    h.tick()
+    assert h.primary_weights() == {"v1": 75, "v2": 25}
+    message = h.reconciler.finalize(h.store.body)
+    assert message == "baseline restored to 100%"
+    assert h.router.get(NS, "churn")["spec"] == virtual_service()["spec"]
+
+    done = Harness(experiment())
+    for _ in range(6):
+        done.tick()
+    assert done.status["phase"] == "Succeeded"
+    assert done.reconciler.finalize(done.store.body).startswith("succeeded")
+    assert done.primary_weights() == {"v1": 0, "v2": 100}
+
+
+def test_ticks_without_changes_write_nothing():
+    h = Harness(experiment(canary={"interval": "1m", "minSamples": 50}))
+    h.tick()
+    writes = (h.store.status_writes, len(h.router.writes))
+    h.now = T0 + datetime.timedelta(seconds=5)  # woken early: nothing is due
+    h.reconciler.tick(NS, "churn-v2")
+    assert (h.store.status_writes, len(h.router.writes)) == writes
