@@ -1,0 +1,111 @@
+"""``modelrollout demo``: watch a rollout decide, live, with no cluster.
+
+Starts the local stack, applies the example mesh (VirtualService +
+DestinationRule) and ``examples/03-demo/experiment.yaml``, makes the mesh
+simulator serve the scenario's baseline and candidate, and prints every
+change of the experiment: step, weights, per-variant metrics, decision and
+reason -- then the final phase.  Exit code 0 when the outcome is the one the
+scenario should produce (a good candidate promoted, a bad one rolled back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from modelrollout.localstack import stack, traffic
+
+NAMESPACE = "ml"
+EXPERIMENT = "churn-v2"
+BASELINE = traffic.VariantProfile(error_rate=0.005, latency_median_ms=60, latency_sigma=0.4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    candidate: traffic.VariantProfile
+    expected: str
+    story: str
+
+
+SCENARIOS = {
+    "good": Scenario(BASELINE, "Succeeded", "the candidate behaves like the baseline"),
+    "bad-errors": Scenario(dataclasses.replace(BASELINE, error_rate=0.15), "RolledBack",
+                           "the candidate fails 15% of requests"),
+    "bad-latency": Scenario(dataclasses.replace(BASELINE, latency_median_ms=300), "RolledBack",
+                            "the candidate answers 5x slower"),
+}
+
+
+def examples_dir() -> Path:
+    """``examples/`` of the source tree (the demo runs from a checkout)."""
+    return Path(__file__).resolve().parents[3] / "examples"
+
+
+def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> int:
+    scenario = SCENARIOS.get(scenario_name)
+    if scenario is None:
+        print(f"unknown scenario {scenario_name!r}; choose one of: {', '.join(SCENARIOS)}")
+        return 2
+    examples = examples_dir()
+    print(f"scenario {scenario_name}: {scenario.story}; expecting {scenario.expected}")
+    print("starting: Kubernetes API emulator, mesh simulator, Prometheus ...")
+    with stack.LocalStack() as local:
+        local.create_namespace(NAMESPACE)
+        local.apply_file(examples / "00-mesh" / "virtualservice.yaml", NAMESPACE)
+        local.apply_file(examples / "00-mesh" / "destinationrule.yaml", NAMESPACE)
+        local.mesh.add_app(stack.mesh.MeshApp(
+            namespace=NAMESPACE, virtual_service="churn", host="churn", rps=rps,
+            variants={"v1": ("churn-v1", BASELINE), "v2": ("churn-v2", scenario.candidate)},
+        ))
+        print(f"  API server {local.apiserver.url}, Prometheus {local.prometheus.url}, "
+              f"mesh /metrics on port {local.mesh.port} ({rps:.0f} req/s)")
+        print("  waiting for Prometheus' first scrapes of the baseline's traffic ...")
+        local.prometheus.wait_for(
+            f'sum(rate(istio_requests_total{{destination_workload="churn-v1",'
+            f'destination_workload_namespace="{NAMESPACE}"}}[5s]))',
+            lambda r: r.ok and (r.value or 0) > 0, timeout=60,
+        )
+        operator = local.start_operator()
+        print(f"operator started (log: {operator.log_path}); applying examples/03-demo/experiment.yaml")
+        local.apply_file(examples / "03-demo" / "experiment.yaml", NAMESPACE)
+        started = time.monotonic()
+        final: dict[str, Any] = {}
+        for status in local.watch_status(NAMESPACE, EXPERIMENT, timeout=timeout):
+            if status.get("phase"):
+                print(_line(time.monotonic() - started, status))
+            if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
+                final = status
+                break
+        if not final:
+            print(f"no final phase after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
+            return 1
+        seen = {w: local.mesh.observed(NAMESPACE, w) for w in ("churn-v1", "churn-v2")}
+        print(f"\n{final['phase']}: {final.get('message', '')}")
+        for workload, observed in seen.items():
+            print(f"  {workload}: {observed.requests} requests served, {observed.errors} errors")
+        vs = local.virtual_service(NAMESPACE, "churn")
+        route = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+        weights = ", ".join(f"{d['destination']['subset']} {d.get('weight', 100)}%" for d in route["route"])
+        print(f"  VirtualService churn, route primary: {weights}")
+        return 0 if final["phase"] == scenario.expected else 1
+
+
+def _line(elapsed: float, status: dict[str, Any]) -> str:
+    weights = status.get("weights") or {}
+    split = " / ".join(f"{w} {p}%" for w, p in weights.items()) or "-"
+    metrics = []
+    for metric in status.get("metrics") or []:
+        metrics.append(f"{metric['name']} {_value(metric.get('baseline'))} vs {_value(metric.get('candidate'))}"
+                       f" {metric.get('verdict', '')}")
+    head = (f"[{elapsed:5.1f}s] {status.get('phase', ''):<11} step {status.get('step', 0)}  {split:<30}"
+            f" {status.get('decision', '') or '':<8}")
+    detail = "; ".join(metrics)
+    return f"{head} {detail}\n{'':9}{status.get('message', '')}"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}"
