@@ -15,18 +15,35 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the cluster your kubeconfig points at")
-    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
-    run.add_argument("-n", "--namespace", action="append", default=[],
-                     help="watch this namespace (repeatable; default: all namespaces)")
-    run.add_argument("--prometheus-url", default=os.environ.get(ENV_PROMETHEUS_URL),
-                     help=f"default Prometheus for experiments without spec.prometheus.address "
-                          f"(env {ENV_PROMETHEUS_URL})")
-    run.add_argument("--istio-version", default="v1", choices=["v1", "v1beta1"],
-                     help="networking.istio.io API version to use for VirtualServices")
-    run.add_argument("--standalone", action="store_true",
-                     help="do not coordinate with other operator replicas (kopf peering)")
-    run.add_argument("--liveness", metavar="URL",
-                     help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+    )
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default: all namespaces)",
+    )
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(ENV_PROMETHEUS_URL),
+        help=f"default Prometheus for experiments without spec.prometheus.address (env {ENV_PROMETHEUS_URL})",
+    )
+    run.add_argument(
+        "--istio-version",
+        default="v1",
+        choices=["v1", "v1beta1"],
+        help="networking.istio.io API version to use for VirtualServices",
+    )
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        help="do not coordinate with other operator replicas (kopf peering)",
+    )
+    run.add_argument(
+        "--liveness", metavar="URL", help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
     run.add_argument("-v", "--verbose", action="store_true")
 
     demo = commands.add_parser("demo", help="a whole rollout on this machine: emulator, mesh, Prometheus")

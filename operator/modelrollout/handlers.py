@@ -24,9 +24,7 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=2.0)
-async def experiment(
-    name: str, namespace: str | None, uid: str, memo: Any, logger: Any, **_: Any
-) -> None:
+async def experiment(name: str, namespace: str | None, uid: str, memo: Any, logger: Any, **_: Any) -> None:
     await memo.runtime.run_experiment(namespace, name, uid, logger)
 
 

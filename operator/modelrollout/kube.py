@@ -34,8 +34,9 @@ def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Confi
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
         path = path or os.path.expanduser("~/.kube/config")
-        kubernetes.config.load_kube_config(config_file=path.split(os.pathsep)[0],
-                                           client_configuration=configuration)
+        kubernetes.config.load_kube_config(
+            config_file=path.split(os.pathsep)[0], client_configuration=configuration
+        )
     configuration.host = configuration.host.rstrip("/")  # "//apis/..." otherwise
     return configuration
 
@@ -104,5 +105,6 @@ class KubeEvents:
             self._api.create_namespaced_event(self._namespace, event)
         except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as e:
             # An Event is a courtesy: losing one must never stop a rollout.
-            logger.warning("could not post Event %s for %s/%s: %s", reason, self._namespace,
-                           self._involved.name, e)
+            logger.warning(
+                "could not post Event %s for %s/%s: %s", reason, self._namespace, self._involved.name, e
+            )

@@ -9,6 +9,7 @@ blocking work of a tick runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -83,10 +84,15 @@ class Runtime:
     def provider_for(self, settings: spec.PrometheusSpec) -> ports.MetricProvider:
         address = settings.address or self.options.prometheus_url
         if not address:
-            raise spec.SpecError([spec.SpecProblem(
-                path="spec.prometheus.address",
-                message="is required: the operator has no default (--prometheus-url / MODELROLLOUT_PROMETHEUS_URL)",
-            )])
+            raise spec.SpecError(
+                [
+                    spec.SpecProblem(
+                        path="spec.prometheus.address",
+                        message="is required: the operator has no default "
+                "(--prometheus-url / MODELROLLOUT_PROMETHEUS_URL)",
+                    )
+                ]
+            )
         key = (address.rstrip("/"), settings.timeout.total_seconds())
         if key not in self._providers:
             self._providers[key] = prometheus.PrometheusProvider(key[0], timeout=key[1])
@@ -106,10 +112,8 @@ class Runtime:
                     delay = ERROR_BACKOFF
                 if delay is None:
                     return  # deleted: the finalizer takes over
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
-                except TimeoutError:
-                    pass
         finally:
             self._wakeups.pop(uid, None)
             self._seen.pop(uid, None)

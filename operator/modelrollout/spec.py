@@ -57,11 +57,11 @@ def _problem(message: str, *, subpath: str = "", value: Any = None) -> PydanticC
     return PydanticCustomError("spec", message, {"subpath": subpath, "value": value})
 
 
+
+
 def _to_duration(value: Any) -> datetime.timedelta:
     if isinstance(value, datetime.timedelta):
         return value
-    if not isinstance(value, str):
-        raise _problem("must be a duration string such as 30s, 5m or 1h", value=value)
     try:
         return durations.parse_duration(value)
     except durations.DurationError as e:
@@ -89,8 +89,15 @@ class VirtualServiceRef(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if not _DNS_SUBDOMAIN.match(value):
+        if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
             raise _problem("must be a Kubernetes object name (lower-case RFC 1123)", value=value)
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_dns(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.fullmatch(value)):
+            raise _problem("must be a Kubernetes namespace name (lower-case RFC 1123 label)", value=value)
         return value
 
     @field_validator("routes")
@@ -115,7 +122,7 @@ class Variant(_Model):
     @field_validator("workload")
     @classmethod
     def _workload_is_dns(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
+        if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
             raise _problem("must be a Kubernetes workload name (lower-case RFC 1123 label)", value=value)
         return value
 
@@ -162,6 +169,12 @@ class RatioQuery(_Model):
     success: str
     total: str
 
+    @field_validator("success", "total")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        _check_template(value)
+        return value
+
 
 class MetricSpec(_Model):
     name: str
@@ -175,7 +188,7 @@ class MetricSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
+        if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
             raise _problem("must be a lower-case name such as error-rate", value=value)
         return value
 
@@ -190,13 +203,13 @@ class MetricSpec(_Model):
     def _one_source(self) -> MetricSpec:
         sources = [key for key in ("builtin", "query", "ratio") if getattr(self, key) is not None]
         if len(sources) != 1:
-            got = " and ".join(sources) if sources else "none"
-            raise _problem(f"needs exactly one of builtin, query or ratio (got {got})", value=self.name)
-        if self.ratio is not None:
-            _check_template(self.ratio.success)
-            _check_template(self.ratio.total)
+            got = " and ".join(sources) if sources else "none of them"
+            raise _problem(
+                f"metric {self.name!r} sets {got}; it needs exactly one of builtin, query or ratio",
+                value=None,
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _problem(f"min ({self.min}) is above max ({self.max})", value=self.name)
+            raise _problem(f"is above max ({self.max})", subpath="min", value=self.min)
         return self
 
     @property
@@ -246,7 +259,7 @@ class PrometheusSpec(_Model):
     @field_validator("address")
     @classmethod
     def _is_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        if value is not None and not re.fullmatch(r"^https?://[^/\s]+(/\S*)?$", value):
             raise _problem("must be an http:// or https:// URL", value=value)
         return value.rstrip("/") if value is not None else None
 
@@ -297,8 +310,8 @@ class ExperimentSpec(_Model):
             )
         workloads = [self.baseline.workload, self.the_candidate.workload]
         if workloads[0] == workloads[1]:
-            raise _problem("baseline and candidate are the same workload", subpath="candidate.workload",
-                           value=workloads[1])
+            where = "candidate.workload" if self.candidate is not None else "candidates[0].workload"
+            raise _problem("baseline and candidate are the same workload", subpath=where, value=workloads[1])
         return self
 
     @property

@@ -137,38 +137,58 @@ def conditions(
     blocked = state.reason in canary.BLOCKING_REASONS
     progressing = state.phase in (Phase.PENDING, Phase.PROGRESSING) and not blocked
     wanted: dict[str, tuple[bool | None, str, str]] = {
-        "Ready": (not blocked, state.reason if blocked else "Ready",
-                  state.message if blocked else "the spec is valid and its routes were found"),
-        "Progressing": (progressing, state.reason or state.phase.value if progressing else
-                        (state.reason if blocked else state.phase.value), state.message),
+        "Ready": (
+            not blocked,
+            state.reason if blocked else "Ready",
+            state.message if blocked else "the spec is valid and its routes were found",
+        ),
+        "Progressing": (
+            progressing,
+            state.reason or state.phase.value
+            if progressing
+            else (state.reason if blocked else state.phase.value),
+            state.message,
+        ),
     }
     for phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED):
         here = state.phase is phase
-        wanted[phase.value] = (here, state.reason if here else state.phase.value, state.message if here else "")
+        wanted[phase.value] = (
+            here,
+            state.reason if here else state.phase.value,
+            state.message if here else "",
+        )
     wanted["MetricsAvailable"] = _metrics_available(metrics)
 
-    before = {c.get("type"): c for c in previous if isinstance(c, Mapping)} if isinstance(previous, list) else {}
+    before = (
+        {c.get("type"): c for c in previous if isinstance(c, Mapping)} if isinstance(previous, list) else {}
+    )
     result: list[dict[str, Any]] = []
     for type_ in CONDITION_TYPES:
         flag, reason, message = wanted[type_]
         value = "Unknown" if flag is None else ("True" if flag else "False")
         old = before.get(type_, {})
         changed = old.get("status") != value
-        result.append({
-            "type": type_,
-            "status": value,
-            "reason": reason or "Unknown",
-            "message": message,
-            "lastTransitionTime": to_time(now) if changed else old.get("lastTransitionTime", to_time(now)),
-            "observedGeneration": state.observed_generation or 0,
-        })
+        result.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason or "Unknown",
+                "message": message,
+                "lastTransitionTime": to_time(now)
+                if changed
+                else old.get("lastTransitionTime", to_time(now)),
+                "observedGeneration": state.observed_generation or 0,
+            }
+        )
     return result
 
 
 def _metrics_available(metrics: Sequence[Mapping[str, Any]] | None) -> tuple[bool | None, str, str]:
     if not metrics:
         return None, "NotEvaluated", "no evaluation yet"
-    missing = [m for m in metrics if m.get("verdict") in (model.Verdict.NO_DATA.value, model.Verdict.ERROR.value)]
+    missing = [
+        m for m in metrics if m.get("verdict") in (model.Verdict.NO_DATA.value, model.Verdict.ERROR.value)
+    ]
     if not missing:
         return True, "MetricsAvailable", "every metric had data in the last evaluation"
     reason = "QueryError" if any(m.get("verdict") == model.Verdict.ERROR.value for m in missing) else "NoData"
@@ -180,12 +200,14 @@ def _history(
 ) -> list[dict[str, Any]]:
     history = [h for h in previous if isinstance(h, Mapping)] if isinstance(previous, list) else []
     if decision.events:
-        history.append({
-            "time": to_time(now),
-            "phase": status["phase"],
-            "step": status["step"],
-            "weight": status["candidateWeight"],
-            "decision": status.get("decision", ""),
-            "reason": decision.events[-1].message,
-        })
+        history.append(
+            {
+                "time": to_time(now),
+                "phase": status["phase"],
+                "step": status["step"],
+                "weight": status["candidateWeight"],
+                "decision": status.get("decision") or "",
+                "reason": decision.events[-1].message,
+            }
+        )
     return [dict(h) for h in history[-HISTORY_LIMIT:]]

@@ -6,7 +6,19 @@ import dataclasses
 import datetime
 
 import pytest
-from core_helpers import BASE, CAND, T0, healthy, make_spec, no_data, observe, ok, run_to_end, step, unreachable
+from core_helpers import (
+    BASE,
+    CAND,
+    T0,
+    healthy,
+    make_spec,
+    no_data,
+    observe,
+    ok,
+    run_to_end,
+    step,
+    unreachable,
+)
 
 from modelrollout.core import canary, model
 from modelrollout.core.model import Action, Phase, State, Verdict
@@ -17,8 +29,12 @@ S = datetime.timedelta(seconds=1)
 def progressing(experiment, step_no=1, **changes) -> State:
     weight = experiment.canary.steps[step_no - 1]
     base = State(
-        phase=Phase.PROGRESSING, step=step_no, weights=canary.split(experiment, weight),
-        step_started_at=T0, last_evaluated_at=T0, observed_generation=1,
+        phase=Phase.PROGRESSING,
+        step=step_no,
+        weights=canary.split(experiment, weight),
+        step_started_at=T0,
+        last_evaluated_at=T0,
+        observed_generation=1,
     )
     return dataclasses.replace(base, **changes)
 
@@ -163,8 +179,10 @@ def test_failure_limit_counts_failures_in_a_row():
 
 def test_no_data_holds_then_rolls_back_after_the_limit():
     experiment = make_spec(analysis={"noDataLimit": 3})
-    sample = (model.MetricSample("error-rate", {BASE: ok(0.01), CAND: no_data()}),
-              model.MetricSample("latency-p95", {BASE: ok(100), CAND: ok(100)}))
+    sample = (
+        model.MetricSample("error-rate", {BASE: ok(0.01), CAND: no_data()}),
+        model.MetricSample("latency-p95", {BASE: ok(100), CAND: ok(100)}),
+    )
     state = progressing(experiment)
     reasons = []
     for i in range(1, 4):
@@ -179,8 +197,10 @@ def test_no_data_holds_then_rolls_back_after_the_limit():
 
 def test_no_data_is_never_a_pass_even_when_other_metrics_pass():
     experiment = make_spec(analysis={"noDataLimit": 100}, canary={"minSamples": 0})
-    sample = (model.MetricSample("error-rate", {BASE: ok(0.01), CAND: ok(0.01)}),
-              model.MetricSample("latency-p95", {BASE: ok(100), CAND: unreachable()}))
+    sample = (
+        model.MetricSample("error-rate", {BASE: ok(0.01), CAND: ok(0.01)}),
+        model.MetricSample("latency-p95", {BASE: ok(100), CAND: unreachable()}),
+    )
     state = progressing(experiment)
     for i in range(1, 20):
         state = step(experiment, state, T0 + 10 * i * S, metrics=sample, requests={}).state
@@ -292,7 +312,9 @@ def test_invalid_spec_fails_without_moving_traffic_and_retries_when_fixed():
     assert decision.weights is None
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "InvalidSpec")]
     assert "spec.canary.steps[1]" in decision.message
-    same = canary.reject_spec(decision.state, observe(generation=1), "spec.canary.steps[1]: must be ... (got 3)")
+    same = canary.reject_spec(
+        decision.state, observe(generation=1), "spec.canary.steps[1]: must be ... (got 3)"
+    )
     assert same.events == ()  # no repeated Events for the same problem
     fixed = canary.decide(make_spec(), decision.state, observe(generation=2), T0)
     assert fixed.state.phase is Phase.PROGRESSING
@@ -314,11 +336,15 @@ def test_invalid_spec_mid_rollout_holds_the_current_weights():
 
 def test_missing_virtual_service_waits_before_start_and_fails_mid_rollout():
     experiment = make_spec()
-    waiting = canary.blocked(experiment, State(), observe(), "VirtualServiceNotFound", "VirtualService ml/churn not found")
+    waiting = canary.blocked(
+        experiment, State(), observe(), "VirtualServiceNotFound", "VirtualService ml/churn not found"
+    )
     assert waiting.state.phase is Phase.PENDING
     assert waiting.weights is None and not waiting.restore_routes
     assert waiting.events[0].reason == "VirtualServiceNotFound"
-    failed = canary.blocked(experiment, progressing(experiment, 2), observe(), "RouteNotFound", "route primary gone")
+    failed = canary.blocked(
+        experiment, progressing(experiment, 2), observe(), "RouteNotFound", "route primary gone"
+    )
     assert failed.state.phase is Phase.FAILED
     assert failed.restore_routes
     assert failed.weights is None

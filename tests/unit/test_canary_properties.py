@@ -29,22 +29,29 @@ def _sample(kind: str) -> tuple[model.MetricSample, ...]:
     )
 
 
-TICK = st.fixed_dictionaries({
-    "result": RESULT,
-    "gate": st.sampled_from([None, None, None, None, "promote", "abort", "restart"]),
-    "paused": st.sampled_from([False] * 5 + [True]),
-    "invalid": st.sampled_from([False] * 9 + [True]),
-    "drift": st.sampled_from([None] * 6 + [{BASE: 50, CAND: 50}]),
-    "seconds": st.floats(min_value=0.5, max_value=30),
-    "requests": st.integers(min_value=0, max_value=400),
-})
+TICK = st.fixed_dictionaries(
+    {
+        "result": RESULT,
+        "gate": st.sampled_from([None, None, None, None, "promote", "abort", "restart"]),
+        "paused": st.sampled_from([False] * 5 + [True]),
+        "invalid": st.sampled_from([False] * 9 + [True]),
+        "drift": st.sampled_from([None] * 6 + [{BASE: 50, CAND: 50}]),
+        "seconds": st.floats(min_value=0.5, max_value=30),
+        "requests": st.integers(min_value=0, max_value=400),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(ticks=st.lists(TICK, min_size=1, max_size=40), failure_limit=st.integers(1, 3),
-       no_data_policy=st.sampled_from(["Hold", "Fail"]))
+@given(
+    ticks=st.lists(TICK, min_size=1, max_size=40),
+    failure_limit=st.integers(1, 3),
+    no_data_policy=st.sampled_from(["Hold", "Fail"]),
+)
 def test_invariants_hold_for_any_sequence(ticks, failure_limit, no_data_policy):
-    experiment = make_spec(analysis={"failureLimit": failure_limit, "noData": no_data_policy, "noDataLimit": 3})
+    experiment = make_spec(
+        analysis={"failureLimit": failure_limit, "noData": no_data_policy, "noDataLimit": 3}
+    )
     now, stored, gate_values = T0, {}, {}
     for n, tick in enumerate(ticks):
         state = status_mod.parse_state(stored)
@@ -64,8 +71,10 @@ def test_invariants_hold_for_any_sequence(ticks, failure_limit, no_data_policy):
             due = canary.evaluation_due(spec_now, state, now)
             evaluation = {}
             if due:
-                evaluation = {"metrics": _sample(tick["result"]),
-                              "requests": healthy(requests=(tick["requests"], tick["requests"]))["requests"]}
+                evaluation = {
+                    "metrics": _sample(tick["result"]),
+                    "requests": healthy(requests=(tick["requests"], tick["requests"]))["requests"],
+                }
             decision = canary.decide(spec_now, state, observe(routes, annotations, **evaluation), now)
         new = decision.state
         _check(experiment, state, new, decision, annotations)
@@ -87,7 +96,11 @@ def _check(experiment, old, new, decision, annotations):
     # Final phases stay final unless a new restart value arrives.
     restart = annotations.get("modelrollout.io/restart")
     restarted = restart is not None and old.gates.get("modelrollout.io/restart") != restart
-    if old.phase.is_final and not restarted and not (old.phase is Phase.FAILED and old.reason == "InvalidSpec"):
+    if (
+        old.phase.is_final
+        and not restarted
+        and not (old.phase is Phase.FAILED and old.reason == "InvalidSpec")
+    ):
         assert new.phase is old.phase
         assert new.weights == old.weights
     # Steps only move forward within a run, one at a time, and stay within the plan.
@@ -133,8 +146,9 @@ def test_status_round_trip_preserves_the_state(ticks):
         evaluation = {}
         if canary.evaluation_due(experiment, state, now):
             evaluation = {"metrics": _sample(tick["result"]), "requests": healthy()["requests"]}
-        decision = canary.decide(experiment, state, observe(dict(state.weights) or None, annotations, **evaluation),
-                                 now)
+        decision = canary.decide(
+            experiment, state, observe(dict(state.weights) or None, annotations, **evaluation), now
+        )
         stored = status_mod.render(decision, stored, now, CAND)
         state = status_mod.parse_state(stored)
         expected = decision.state
@@ -145,7 +159,10 @@ def test_status_round_trip_preserves_the_state(ticks):
         assert dict(state.samples) == dict(expected.samples)
         assert dict(state.gates) == dict(expected.gates)
         assert (state.failed_checks, state.no_data_checks, state.step_checks) == (
-            expected.failed_checks, expected.no_data_checks, expected.step_checks)
+            expected.failed_checks,
+            expected.no_data_checks,
+            expected.step_checks,
+        )
         assert state.reason == expected.reason and state.message == expected.message
         if expected.step_started_at is not None:
             assert abs((state.step_started_at - expected.step_started_at).total_seconds()) < 1

@@ -24,10 +24,16 @@ def virtual_service() -> dict:
         "spec": {
             "hosts": ["churn"],
             "http": [
-                {"name": "health", "match": [{"uri": {"prefix": "/healthz"}}],
-                 "route": [{"destination": {"host": "churn", "subset": "v1"}}]},
-                {"name": "primary", "route": [{"destination": {"host": "churn", "subset": "v1"}}],
-                 "timeout": "5s"},
+                {
+                    "name": "health",
+                    "match": [{"uri": {"prefix": "/healthz"}}],
+                    "route": [{"destination": {"host": "churn", "subset": "v1"}}],
+                },
+                {
+                    "name": "primary",
+                    "route": [{"destination": {"host": "churn", "subset": "v1"}}],
+                    "timeout": "5s",
+                },
             ],
         },
     }
@@ -81,6 +87,7 @@ def metrics(error_rates: dict[str, float]):
         if "increase(" in promql:
             return ports.QueryResult(ports.QueryOutcome.OK, 100.0)
         return ports.QueryResult(ports.QueryOutcome.OK, error_rates[workload])
+
     return answer
 
 

@@ -79,7 +79,11 @@ def _decide(
         restarted = Event("Normal", "Restarted", f"restarted by {Gate.RESTART.value}={restart!r}")
         return dataclasses.replace(started, events=(restarted, *started.events))
 
-    if state.phase is Phase.FAILED and state.reason == INVALID_SPEC and obs.generation != state.observed_generation:
+    if (
+        state.phase is Phase.FAILED
+        and state.reason == INVALID_SPEC
+        and obs.generation != state.observed_generation
+    ):
         # The spec that failed validation was fixed: nothing ran yet, so start now.
         state = State(gates=state.gates)
     state = dataclasses.replace(state, observed_generation=obs.generation)
@@ -93,14 +97,24 @@ def _decide(
     abort = _requested(Gate.ABORT, state, obs)
     if abort is not None:
         return _finish(
-            experiment, _acknowledge(state, Gate.ABORT, abort), Phase.ROLLED_BACK, now,
-            "Aborted", f"aborted by {Gate.ABORT.value}", step=state.step,
+            experiment,
+            _acknowledge(state, Gate.ABORT, abort),
+            Phase.ROLLED_BACK,
+            now,
+            "Aborted",
+            f"aborted by {Gate.ABORT.value}",
+            step=state.step,
         )
     promote = _requested(Gate.PROMOTE, state, obs)
     if promote is not None:
         return _finish(
-            experiment, _acknowledge(state, Gate.PROMOTE, promote), Phase.SUCCEEDED, now,
-            "PromotedManually", f"promoted by {Gate.PROMOTE.value}", step=state.step,
+            experiment,
+            _acknowledge(state, Gate.PROMOTE, promote),
+            Phase.SUCCEEDED,
+            now,
+            "PromotedManually",
+            f"promoted by {Gate.PROMOTE.value}",
+            step=state.step,
         )
 
     if experiment.paused:
@@ -172,8 +186,9 @@ def _start(
     steps = experiment.canary.steps
     state = dataclasses.replace(state, observed_generation=obs.generation)
     if steps[0] == 100:
-        return _finish(experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%",
-                       step=1)
+        return _finish(
+            experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%", step=1
+        )
     weights = split(experiment, steps[0])
     message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {experiment.the_candidate.workload}"
     started = dataclasses.replace(
@@ -232,7 +247,9 @@ def _pause(experiment: spec.ExperimentSpec, state: State) -> model.Decision:
         return model.Decision(state, held, requeue_after=interval)
     where = f"step {state.step} ({_cand_pct(experiment, state)}%)" if state.step else "before the first step"
     message = f"paused at {where} by spec.paused"
-    paused = dataclasses.replace(state, phase=Phase.PAUSED, reason="Paused", message=message, action=Action.HOLD)
+    paused = dataclasses.replace(
+        state, phase=Phase.PAUSED, reason="Paused", message=message, action=Action.HOLD
+    )
     return model.Decision(paused, held, (Event("Normal", "Paused", message),), requeue_after=interval)
 
 
@@ -275,33 +292,60 @@ def _evaluate(
         count = state.failed_checks + 1
         code = "GuardrailFailed" if any(a.verdict is Verdict.FAIL for a in failing) else "NoData"
         if count >= limits.failure_limit:
-            return _finish(experiment, state, Phase.ROLLED_BACK, now, code, f"rolled back at {step_name}: {why}",
-                           step=state.step, assessments=assessments)
+            return _finish(
+                experiment,
+                state,
+                Phase.ROLLED_BACK,
+                now,
+                code,
+                f"rolled back at {step_name}: {why}",
+                step=state.step,
+                assessments=assessments,
+            )
         message = f"holding at {step_name}: failed check {count}/{limits.failure_limit}: {why}"
         held = dataclasses.replace(
             state, failed_checks=count, no_data_checks=0, reason=code, message=message, action=Action.HOLD
         )
-        return model.Decision(held, dict(state.weights), (Event("Warning", code, message),), assessments,
-                              _until_due(experiment, held, now))
+        return model.Decision(
+            held,
+            dict(state.weights),
+            (Event("Warning", code, message),),
+            assessments,
+            _until_due(experiment, held, now),
+        )
 
     if missing:
         why = "; ".join(a.reason for a in missing)
         count = state.no_data_checks + 1
         if count >= limits.no_data_limit:
             message = f"rolled back at {step_name}: no data in {count} evaluations in a row: {why}"
-            return _finish(experiment, state, Phase.ROLLED_BACK, now, "NoData", message,
-                           step=state.step, assessments=assessments)
+            return _finish(
+                experiment,
+                state,
+                Phase.ROLLED_BACK,
+                now,
+                "NoData",
+                message,
+                step=state.step,
+                assessments=assessments,
+            )
         message = f"holding at {step_name}: no data ({count}/{limits.no_data_limit}): {why}"
-        held = dataclasses.replace(state, no_data_checks=count, reason="NoData", message=message, action=Action.HOLD)
+        held = dataclasses.replace(
+            state, no_data_checks=count, reason="NoData", message=message, action=Action.HOLD
+        )
         events = (Event("Warning", "NoData", message),) if state.no_data_checks == 0 else ()
-        return model.Decision(held, dict(state.weights), events, assessments, _until_due(experiment, held, now))
+        return model.Decision(
+            held, dict(state.weights), events, assessments, _until_due(experiment, held, now)
+        )
 
     summary = "; ".join(a.reason for a in assessments)
     state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
     if verdict is Verdict.INCONCLUSIVE:
         message = f"{step_name}: not conclusive yet: {summary}"
         doubtful = dataclasses.replace(state, reason="Inconclusive", message=message, action=Action.CONTINUE)
-        return model.Decision(doubtful, dict(state.weights), (), assessments, _until_due(experiment, doubtful, now))
+        return model.Decision(
+            doubtful, dict(state.weights), (), assessments, _until_due(experiment, doubtful, now)
+        )
 
     state = dataclasses.replace(state, step_checks=state.step_checks + 1)
     waiting = _waiting_for(experiment, state, now)
@@ -321,13 +365,22 @@ def _advance(
 ) -> model.Decision:
     steps = experiment.canary.steps
     if state.step >= len(steps) or steps[state.step] == 100:
-        return _finish(experiment, state, Phase.SUCCEEDED, now, "Promoted",
-                       f"promoted after step {state.step}/{len(steps)}: {summary}",
-                       step=len(steps), assessments=assessments)
+        return _finish(
+            experiment,
+            state,
+            Phase.SUCCEEDED,
+            now,
+            "Promoted",
+            f"promoted after step {state.step}/{len(steps)}: {summary}",
+            step=len(steps),
+            assessments=assessments,
+        )
     step = state.step + 1
     weight = steps[step - 1]
     weights = split(experiment, weight)
-    message = f"step {step}/{len(steps)}: {weight}% of traffic to {experiment.the_candidate.workload} ({summary})"
+    message = (
+        f"step {step}/{len(steps)}: {weight}% of traffic to {experiment.the_candidate.workload} ({summary})"
+    )
     advanced = dataclasses.replace(
         state,
         step=step,
@@ -340,8 +393,13 @@ def _advance(
         message=message,
         action=Action.CONTINUE,
     )
-    return model.Decision(advanced, weights, (Event("Normal", "StepAdvanced", message),), assessments,
-                          experiment.canary.interval)
+    return model.Decision(
+        advanced,
+        weights,
+        (Event("Normal", "StepAdvanced", message),),
+        assessments,
+        experiment.canary.interval,
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -383,7 +441,9 @@ def _waiting_for(experiment: spec.ExperimentSpec, state: State, now: datetime.da
     assert state.step_started_at is not None  # set whenever a step starts
     elapsed = now - state.step_started_at
     if elapsed < experiment.canary.step_duration:
-        needs.append(f"{elapsed.total_seconds():.0f}s of {experiment.canary.step_duration.total_seconds():.0f}s")
+        needs.append(
+            f"{elapsed.total_seconds():.0f}s of {experiment.canary.step_duration.total_seconds():.0f}s"
+        )
     minimum = experiment.canary.min_samples
     for workload in (experiment.baseline.workload, experiment.the_candidate.workload):
         seen = state.samples.get(workload, 0)
@@ -415,7 +475,9 @@ def _restoring_drift(decision: model.Decision, state: State, obs: model.Observat
         return decision
     held = "routes that disagree" if obs.weights is None else _show_weights(obs.weights)
     message = f"routes held {held}; restored {_show_weights(wanted)} (changed outside the operator?)"
-    return dataclasses.replace(decision, events=(*decision.events, Event("Warning", "WeightsRestored", message)))
+    return dataclasses.replace(
+        decision, events=(*decision.events, Event("Warning", "WeightsRestored", message))
+    )
 
 
 def _show_weights(weights: Mapping[str, int]) -> str:

@@ -62,9 +62,13 @@ def assess_thresholds(
     if cand is None:
         return result(*_missing("candidate", candidate, metric))
     if metric.max is not None and cand > metric.max:
-        return result(model.Verdict.FAIL, f"{metric.name} {show(metric, cand)} > max {show(metric, metric.max)}")
+        return result(
+            model.Verdict.FAIL, f"{metric.name} {show(metric, cand)} > max {show(metric, metric.max)}"
+        )
     if metric.min is not None and cand < metric.min:
-        return result(model.Verdict.FAIL, f"{metric.name} {show(metric, cand)} < min {show(metric, metric.min)}")
+        return result(
+            model.Verdict.FAIL, f"{metric.name} {show(metric, cand)} < min {show(metric, metric.min)}"
+        )
 
     limit = metric.relative_increase_limit
     if limit is None:
@@ -73,10 +77,7 @@ def assess_thresholds(
         return result(*_missing("baseline", baseline, metric))
     comparison = f"{metric.name} {show(metric, cand)} vs {show(metric, base)}"
     if cand > base * (1 + limit) and not math.isclose(cand, base * (1 + limit)):
-        if base > 0:
-            increase = f"+{(cand / base - 1) * 100:.0f}%"
-        else:
-            increase = "above a baseline of zero"
+        increase = f"+{(cand / base - 1) * 100:.0f}%" if base > 0 else "above a baseline of zero"
         return result(
             model.Verdict.FAIL,
             f"{comparison}: {increase}, more than the +{limit * 100:.0f}% allowed",
@@ -106,7 +107,12 @@ def show(metric: spec.MetricSpec, value: float) -> str:
 def combine(assessments: list[model.MetricAssessment]) -> model.Verdict:
     """The verdict of one evaluation: a failure beats missing data beats doubt beats a pass."""
     verdicts = {a.verdict for a in assessments}
-    for verdict in (model.Verdict.FAIL, model.Verdict.ERROR, model.Verdict.NO_DATA, model.Verdict.INCONCLUSIVE):
+    for verdict in (
+        model.Verdict.FAIL,
+        model.Verdict.ERROR,
+        model.Verdict.NO_DATA,
+        model.Verdict.INCONCLUSIVE,
+    ):
         if verdict in verdicts:
             return verdict
     return model.Verdict.PASS

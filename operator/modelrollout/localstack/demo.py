@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localstack import stack, traffic
+from modelrollout.localstack import mesh, stack, traffic
 
 NAMESPACE = "ml"
 EXPERIMENT = "churn-v2"
@@ -31,10 +31,12 @@ class Scenario:
 
 SCENARIOS = {
     "good": Scenario(BASELINE, "Succeeded", "the candidate behaves like the baseline"),
-    "bad-errors": Scenario(dataclasses.replace(BASELINE, error_rate=0.15), "RolledBack",
-                           "the candidate fails 15% of requests"),
-    "bad-latency": Scenario(dataclasses.replace(BASELINE, latency_median_ms=300), "RolledBack",
-                            "the candidate answers 5x slower"),
+    "bad-errors": Scenario(
+        dataclasses.replace(BASELINE, error_rate=0.15), "RolledBack", "the candidate fails 15% of requests"
+    ),
+    "bad-latency": Scenario(
+        dataclasses.replace(BASELINE, latency_median_ms=300), "RolledBack", "the candidate answers 5x slower"
+    ),
 }
 
 
@@ -55,17 +57,25 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         local.create_namespace(NAMESPACE)
         local.apply_file(examples / "00-mesh" / "virtualservice.yaml", NAMESPACE)
         local.apply_file(examples / "00-mesh" / "destinationrule.yaml", NAMESPACE)
-        local.mesh.add_app(stack.mesh.MeshApp(
-            namespace=NAMESPACE, virtual_service="churn", host="churn", rps=rps,
-            variants={"v1": ("churn-v1", BASELINE), "v2": ("churn-v2", scenario.candidate)},
-        ))
-        print(f"  API server {local.apiserver.url}, Prometheus {local.prometheus.url}, "
-              f"mesh /metrics on port {local.mesh.port} ({rps:.0f} req/s)")
+        local.mesh.add_app(
+            mesh.MeshApp(
+                namespace=NAMESPACE,
+                virtual_service="churn",
+                host="churn",
+                rps=rps,
+                variants={"v1": ("churn-v1", BASELINE), "v2": ("churn-v2", scenario.candidate)},
+            )
+        )
+        print(
+            f"  API server {local.apiserver.url}, Prometheus {local.prometheus.url}, "
+            f"mesh /metrics on port {local.mesh.port} ({rps:.0f} req/s)"
+        )
         print("  waiting for Prometheus' first scrapes of the baseline's traffic ...")
         local.prometheus.wait_for(
             f'sum(rate(istio_requests_total{{destination_workload="churn-v1",'
             f'destination_workload_namespace="{NAMESPACE}"}}[5s]))',
-            lambda r: r.ok and (r.value or 0) > 0, timeout=60,
+            lambda r: r.ok and (r.value or 0) > 0,
+            timeout=60,
         )
         operator = local.start_operator()
         print(f"operator started (log: {operator.log_path}); applying examples/03-demo/experiment.yaml")
@@ -97,10 +107,14 @@ def _line(elapsed: float, status: dict[str, Any]) -> str:
     split = " / ".join(f"{w} {p}%" for w, p in weights.items()) or "-"
     metrics = []
     for metric in status.get("metrics") or []:
-        metrics.append(f"{metric['name']} {_value(metric.get('baseline'))} vs {_value(metric.get('candidate'))}"
-                       f" {metric.get('verdict', '')}")
-    head = (f"[{elapsed:5.1f}s] {status.get('phase', ''):<11} step {status.get('step', 0)}  {split:<30}"
-            f" {status.get('decision', '') or '':<8}")
+        metrics.append(
+            f"{metric['name']} {_value(metric.get('baseline'))} vs {_value(metric.get('candidate'))}"
+            f" {metric.get('verdict', '')}"
+        )
+    head = (
+        f"[{elapsed:5.1f}s] {status.get('phase', ''):<11} step {status.get('step', 0)}  {split:<30}"
+        f" {status.get('decision', '') or '':<8}"
+    )
     detail = "; ".join(metrics)
     return f"{head} {detail}\n{'':9}{status.get('message', '')}"
 

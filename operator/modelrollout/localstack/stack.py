@@ -62,7 +62,9 @@ class OperatorProcess:
 
 
 class LocalStack:
-    def __init__(self, workdir: Path | None = None, *, mesh_tick: float = 0.25, seed: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, mesh_tick: float = 0.25, seed: int | None = None
+    ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modelrollout-stack-"))
         self._mesh_tick = mesh_tick
@@ -96,12 +98,20 @@ class LocalStack:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.stop()
 
     def start_operator(self, *extra: str, name: str = "operator") -> OperatorProcess:
-        args = ["--standalone", "--kubeconfig", str(self.kubeconfig), "--prometheus-url", self.prometheus.url,
-                *extra]
+        args = [
+            "--standalone",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--prometheus-url",
+            self.prometheus.url,
+            *extra,
+        ]
         operator = OperatorProcess(args, self.workdir / f"{name}.log")
         self.operators.append(operator)
         return operator
@@ -132,7 +142,9 @@ class LocalStack:
 
     def experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
         except kubernetes.client.ApiException as e:
             if e.status == 404:
                 return None
@@ -171,5 +183,8 @@ class LocalStack:
 
 
 def _plural(kind: str) -> str:
-    return {"ModelExperiment": PLURAL, "VirtualService": "virtualservices",
-            "DestinationRule": "destinationrules"}[kind]
+    return {
+        "ModelExperiment": PLURAL,
+        "VirtualService": "virtualservices",
+        "DestinationRule": "destinationrules",
+    }[kind]

@@ -1,0 +1,424 @@
+"""A stand-in for Istio and the model servers, so the operator runs end to end locally.
+
+The operator only touches a mesh in two places: the VirtualService it writes, and
+the ``istio_*`` metrics that Prometheus scrapes.  This simulator closes that loop
+without a cluster: every tick it reads each app's VirtualService back (through an
+injected callable, the Kubernetes API in the local stack), routes the app's
+synthetic requests by the weights it finds there, and exports what Istio's
+destination-side reporter would, on its own ``/metrics`` endpoint.
+
+The traffic model lives in ``traffic`` (pure, shared with the virtual-time
+simulator); this module adds the clock, the threads, the state and the exposition.
+Metrics go to a private ``CollectorRegistry`` and histograms are updated in bulk,
+so many simulators (one per test) can coexist and high rates stay cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+from wsgiref import simple_server
+
+import numpy as np
+import prometheus_client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from modelrollout.localstack import traffic
+
+logger = logging.getLogger(__name__)
+
+FetchVirtualService = Callable[[str, str], Mapping[str, Any] | None]
+"""(namespace, name) -> the VirtualService object, or None when it does not exist."""
+
+# The labels of Istio's standard metrics, as its destination reporter emits them.
+LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_version",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+)
+_WORKLOAD, _WORKLOAD_NAMESPACE, _CODE = (
+    LABELS.index(name) for name in ("destination_workload", "destination_workload_namespace", "response_code")
+)
+UNKNOWN_WORKLOAD = "unknown"
+ERROR_CODE = "500"
+# A destination no variant claims has no endpoints: Envoy answers 503 itself, fast ("no route").
+_NO_ENDPOINTS = traffic.VariantProfile(error_rate=1.0, latency_median_ms=1.0, latency_sigma=0.3)
+_BUCKET_LABELS = tuple(f"{bound:.6g}" for bound in traffic.ISTIO_DURATION_BUCKETS_MS)  # as Envoy prints them
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshApp:
+    """A population of clients calling one service through one VirtualService."""
+
+    namespace: str  # of the VirtualService and the workloads
+    virtual_service: str
+    host: str  # the service the clients call (short or fully qualified)
+    variants: Mapping[str, tuple[str, traffic.VariantProfile]]  # subset (or host) -> (workload, profile)
+    rps: float = 50.0
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    uri: str = "/"
+    name: str | None = None  # tells apart several apps on one VirtualService; default its name
+    source_workload: str = "istio-ingressgateway"
+    source_workload_namespace: str = "istio-system"
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ValueError("an app needs at least one variant")
+        if self.rps < 0:
+            raise ValueError(f"rps must not be negative, got {self.rps}")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name or self.virtual_service
+
+
+class Observed(NamedTuple):
+    requests: int
+    errors: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AppStatus:
+    """What the simulator last saw for an app."""
+
+    last_weights: Mapping[str, int] | None  # workload -> weight in the route taken; None: no VS seen yet
+    fetch_failures: int  # ticks on which the VirtualService could not be read
+    unrouted: int  # requests that no route or destination took (Istio: 404)
+
+
+class _Target(NamedTuple):
+    workload: str
+    profile: traffic.VariantProfile
+    labels: tuple[tuple[str, str], ...]  # every label but response_code and response_flags
+
+
+class _AppState:
+    def __init__(self, app: MeshApp) -> None:
+        self.app = app
+        self.profiles = {workload: profile for workload, profile in app.variants.values()}
+        self.last_spec: Mapping[str, Any] | None = None
+        self.last_weights: dict[str, int] | None = None
+        self.fetch_failures = 0
+        self.unrouted = 0
+
+    def target(self, host: str, subset: str | None) -> _Target:
+        """The variant serving a route destination, by subset, else by host."""
+        app = self.app
+        fqdn = _fqdn(host, app.namespace)
+        if subset is not None:
+            key = subset if subset in app.variants else None
+        else:
+            key = next((k for k in app.variants if _fqdn(k, app.namespace) == fqdn), None)
+        if key is None:
+            workload, profile = UNKNOWN_WORKLOAD, _NO_ENDPOINTS
+        else:
+            workload = app.variants[key][0]
+            profile = self.profiles[workload]
+        return _Target(workload, profile, self._labels(workload, fqdn, subset or UNKNOWN_WORKLOAD))
+
+    def fallback(self) -> _Target:
+        """Before any VirtualService was seen, the first variant takes everything."""
+        key, (workload, _) = next(iter(self.app.variants.items()))
+        fqdn = _fqdn(self.app.host, self.app.namespace)
+        return _Target(workload, self.profiles[workload], self._labels(workload, fqdn, key))
+
+    def _labels(self, workload: str, fqdn: str, version: str) -> tuple[tuple[str, str], ...]:
+        name, service_namespace = fqdn.split(".")[:2]
+        return tuple(
+            {
+                "reporter": "destination",
+                "source_workload": self.app.source_workload,
+                "source_workload_namespace": self.app.source_workload_namespace,
+                "destination_workload": workload,
+                "destination_workload_namespace": self.app.namespace,
+                "destination_service": fqdn,
+                "destination_service_name": name,
+                "destination_service_namespace": service_namespace,
+                # Istio reads the pod's version label; subsets are usually defined by it.
+                "destination_version": version,
+                "request_protocol": "http",
+                "connection_security_policy": "mutual_tls",
+            }.items()
+        )
+
+
+def _fqdn(host: str, namespace: str) -> str:
+    """Istio reads a short host name relative to the VirtualService's namespace."""
+    return host if "." in host else f"{host}.{namespace}.svc.cluster.local"
+
+
+class MeshSimulator:
+    """Routes synthetic traffic by live VirtualServices and serves Istio's metrics.
+
+    ``start()`` serves ``/metrics`` on 127.0.0.1 and ticks every ``tick_seconds``
+    in a background thread; ``step(seconds)`` does one tick synchronously.
+    """
+
+    def __init__(
+        self,
+        fetch_virtual_service: FetchVirtualService,
+        *,
+        port: int = 0,
+        tick_seconds: float = 0.25,
+        seed: int | None = None,
+    ) -> None:
+        self._fetch = fetch_virtual_service
+        self._requested_port = port
+        self._tick_seconds = tick_seconds
+        self._rng = np.random.default_rng(seed)
+        self._apps: dict[tuple[str, str], _AppState] = {}
+        self._lock = threading.Lock()  # guards apps and series
+        self._step_lock = threading.Lock()  # one tick at a time (and the rng)
+        # label values (in LABELS order) -> request count / (cumulative bucket counts, sum)
+        self._requests: dict[tuple[str, ...], int] = {}
+        self._durations: dict[tuple[str, ...], tuple[traffic.Counts, float]] = {}
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._server: _MetricsServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # ------------------------------------------------------------------- apps
+
+    def add_app(self, app: MeshApp) -> None:
+        with self._lock:
+            if app.key in self._apps:
+                raise ValueError(f"app {app.key} already exists")
+            self._apps[app.key] = _AppState(app)
+
+    def remove_app(self, namespace: str, name: str) -> None:
+        """Stop the app's traffic; what it already sent stays in the metrics."""
+        with self._lock:
+            del self._apps[namespace, name]
+
+    def set_profile(self, namespace: str, workload: str, profile: traffic.VariantProfile) -> None:
+        """Change how a variant answers from the next tick on, in every app that uses it."""
+        with self._lock:
+            states = [
+                s for s in self._apps.values() if s.app.namespace == namespace and workload in s.profiles
+            ]
+            if not states:
+                raise KeyError(f"no app in namespace {namespace!r} has workload {workload!r}")
+            for state in states:
+                state.profiles[workload] = profile
+
+    # ------------------------------------------------------------- assertions
+
+    def observed(self, namespace: str, workload: str) -> Observed:
+        """Requests and errors served so far by a workload (as exported)."""
+        with self._lock:
+            counts = [
+                (v[_CODE], n)
+                for v, n in self._requests.items()
+                if (v[_WORKLOAD], v[_WORKLOAD_NAMESPACE]) == (workload, namespace)
+            ]
+        return Observed(sum(n for _, n in counts), sum(n for code, n in counts if code.startswith("5")))
+
+    def status(self, namespace: str, name: str) -> AppStatus:
+        with self._lock:
+            state = self._apps[namespace, name]
+            weights = None if state.last_weights is None else dict(state.last_weights)
+            return AppStatus(weights, state.fetch_failures, state.unrouted)
+
+    def last_weights(self, namespace: str, name: str) -> Mapping[str, int] | None:
+        return self.status(namespace, name).last_weights
+
+    # ------------------------------------------------------------------ ticks
+
+    def step(self, seconds: float) -> None:
+        """Simulate ``seconds`` of traffic of every app, reading each VirtualService once."""
+        with self._step_lock:
+            with self._lock:
+                states = list(self._apps.values())
+            specs: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+            for state in states:
+                vs = (state.app.namespace, state.app.virtual_service)
+                if vs not in specs:
+                    specs[vs] = self._fetch_spec(*vs)
+                self._step_app(state, specs[vs], seconds)
+
+    def _fetch_spec(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            obj = self._fetch(namespace, name)
+        except Exception as e:  # the API server is someone else's: keep going on what we know
+            logger.debug("cannot read VirtualService %s/%s: %s", namespace, name, e)
+            return None
+        spec = None if obj is None else obj.get("spec")
+        return spec if isinstance(spec, Mapping) else None
+
+    def _step_app(self, state: _AppState, spec: Mapping[str, Any] | None, seconds: float) -> None:
+        n = int(self._rng.poisson(state.app.rps * seconds))
+        with self._lock:  # routing reads the state that set_profile writes
+            if spec is None:
+                state.fetch_failures += 1
+                spec = state.last_spec
+            else:
+                state.last_spec = spec
+            weights = self._route(state, spec)
+            if not weights or sum(weights.values()) <= 0:
+                state.unrouted += n
+                return
+        for target, count in traffic.split_requests(self._rng, n, weights).items():
+            if count:
+                self._record(target, traffic.simulate_batch(self._rng, count, target.profile))
+
+    def _route(self, state: _AppState, spec: Mapping[str, Any] | None) -> dict[_Target, int]:
+        """The app's destinations and their weights under ``spec``; notes the weights seen."""
+        if spec is None:
+            return {state.fallback(): 100}
+        app = state.app
+        route = traffic.route_for_request(spec, app.headers, app.uri)
+        destinations = traffic.destination_weights(route) if route is not None else {}
+        weights: dict[_Target, int] = {}
+        state.last_weights = {}
+        for (host, subset), weight in destinations.items():
+            target = state.target(host, subset)
+            weights[target] = weights.get(target, 0) + weight
+            state.last_weights[target.workload] = state.last_weights.get(target.workload, 0) + weight
+        return weights
+
+    def _record(self, target: _Target, batch: traffic.Batch) -> None:
+        error_code, error_flags = ("503", "NR") if target.workload == UNKNOWN_WORKLOAD else (ERROR_CODE, "-")
+        outcomes = (
+            ("200", "-", batch.requests - batch.errors, batch.bucket_counts - batch.error_bucket_counts,
+             batch.latency_sum_ms - batch.error_latency_sum_ms),
+            (error_code, error_flags, batch.errors, batch.error_bucket_counts, batch.error_latency_sum_ms),
+        )  # fmt: skip
+        with self._lock:
+            for code, flags, count, buckets, total_ms in outcomes:
+                if not count:
+                    continue
+                labels = dict(target.labels, response_code=code, response_flags=flags)
+                values = tuple(labels[name] for name in LABELS)
+                self._requests[values] = self._requests.get(values, 0) + count
+                old = self._durations.get(values)
+                self._durations[values] = (
+                    (buckets, total_ms) if old is None else (old[0] + buckets, old[1] + total_ms)
+                )
+
+    # ------------------------------------------------------------- exposition
+
+    def collect(self) -> Iterable[Metric]:
+        """The prometheus_client Collector protocol: snapshot the series under the lock."""
+        requests = CounterMetricFamily("istio_requests_total", "Total requests.", labels=LABELS)
+        durations = HistogramMetricFamily(
+            "istio_request_duration_milliseconds", "Request duration in milliseconds.", labels=LABELS
+        )
+        with self._lock:
+            for values, count in self._requests.items():
+                requests.add_metric(values, count)
+            for values, (cumulative, total_ms) in self._durations.items():
+                buckets = [
+                    *zip(_BUCKET_LABELS, cumulative[:-1].tolist(), strict=True),
+                    ("+Inf", cumulative[-1]),
+                ]
+                durations.add_metric(values, [(le, float(c)) for le, c in buckets], total_ms)
+        return [requests, durations]
+
+    # ------------------------------------------------------------- lifecycle
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the mesh simulator is not started")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def start(self) -> MeshSimulator:
+        if self._server is not None:
+            return self
+        self._server = simple_server.make_server(
+            "127.0.0.1",
+            self._requested_port,
+            prometheus_client.make_wsgi_app(self.registry),
+            server_class=_MetricsServer,
+            handler_class=_QuietHandler,
+        )
+        # A short poll keeps stop() quick; the default half second adds up over a test suite.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._server_thread = threading.Thread(target=serve, name="mesh-metrics", daemon=True)
+        self._server_thread.start()
+        self._stopping.clear()
+        self._ticker = threading.Thread(target=self._run, name="mesh-simulator", daemon=True)
+        self._ticker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._server_thread is not None:
+            self._server_thread.join()
+            self._server_thread = None
+
+    def __enter__(self) -> MeshSimulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stopping.wait(self._tick_seconds):
+            now = time.monotonic()
+            try:
+                self.step(now - last)
+            except Exception:  # a broken tick must not silently end all traffic
+                logger.exception("mesh simulator tick failed")
+            last = now
+
+
+class _MetricsServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not news."""
+
+
+def fetch_from_kubernetes(api: Any, version: str = "v1", timeout: float = 5.0) -> FetchVirtualService:
+    """A fetch callable backed by a ``kubernetes.client.CustomObjectsApi``.
+
+    The timeout bounds how long a hung API server can stall a tick (traffic is
+    then caught up on the next one, as ticks measure the time that passed).
+    """
+
+    def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            obj: Mapping[str, Any] = api.get_namespaced_custom_object(
+                "networking.istio.io", version, namespace, "virtualservices", name, _request_timeout=timeout
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj
+
+    return fetch
