@@ -63,7 +63,10 @@ def test_good_candidate_walks_every_step_and_leaves_other_routes_alone(make_app)
     assert steps == [(1, 5), (2, 25), (3, 50), (4, 100)]
     assert conditions(final)["Succeeded"]["status"] == "True"
     assert final["decision"] == "Promote"
-    assert {m["name"]: m["verdict"] for m in final["metrics"]} == {"error-rate": "Pass", "latency-p95": "Pass"}
+    assert {m["name"]: m["verdict"] for m in final["metrics"]} == {
+        "error-rate": "Pass",
+        "latency-p95": "Pass",
+    }
     app.wait_weights({"v1": 0, "v2": 100})
     # Traffic really moved: the candidate served requests through Prometheus-visible telemetry.
     assert app.local.mesh.observed(app.namespace, "churn-v2").requests > 100
@@ -167,19 +170,30 @@ def test_kubectl_apply_then_wait_for_succeeded(make_app, tmp_path):
     path.write_text(yaml.safe_dump(manifest))
     kubectl = ["kubectl", "--kubeconfig", str(app.local.kubeconfig), "-n", app.namespace]
 
-    applied = subprocess.run([*kubectl, "apply", "--validate=false", "-f", str(path)],
-                             capture_output=True, text=True, timeout=30)
+    applied = subprocess.run(
+        [*kubectl, "apply", "--validate=false", "-f", str(path)], capture_output=True, text=True, timeout=30
+    )
     assert applied.returncode == 0, applied.stderr
     assert "churn-v2 created" in applied.stdout
-    waited = subprocess.run([*kubectl, "wait", "--for=condition=Succeeded", "mexp/churn-v2", "--timeout=120s"],
-                            capture_output=True, text=True, timeout=150)
+    waited = subprocess.run(
+        [*kubectl, "wait", "--for=condition=Succeeded", "mexp/churn-v2", "--timeout=120s"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert waited.returncode == 0, waited.stderr + app.operator.log_text()[-3000:]
     assert "condition met" in waited.stdout
     by_phase = subprocess.run(
         [*kubectl, "wait", "--for=jsonpath={.status.phase}=Succeeded", "mexp/churn-v2", "--timeout=10s"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert by_phase.returncode == 0, by_phase.stderr
-    weight = subprocess.run([*kubectl, "get", "mexp", "churn-v2", "-o", "jsonpath={.status.candidateWeight}"],
-                            capture_output=True, text=True, timeout=30)
+    weight = subprocess.run(
+        [*kubectl, "get", "mexp", "churn-v2", "-o", "jsonpath={.status.candidateWeight}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert weight.stdout == "100"
