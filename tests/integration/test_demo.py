@@ -1,0 +1,33 @@
+"""`modelrollout demo` as a user runs it: its own stack, printed progress, exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_rolls_back_a_bad_candidate_end_to_end():
+    done = subprocess.run(
+        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "bad-errors", "--timeout", "120"],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "step 1/4: 5% of traffic to churn-v2" in out
+    assert "RolledBack: rolled back at step 1/4 (5%): error-rate" in out
+    assert "route primary: v1 100%, v2 0%" in out
+
+
+def test_demo_refuses_an_unknown_scenario():
+    done = subprocess.run(
+        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown scenario 'nope'" in done.stdout
