@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.localstack import mesh, stack, traffic
+from modelrollout.localstack import stack, traffic
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -129,22 +129,7 @@ def make_app(local: stack.LocalStack) -> Iterator[Callable[..., App]]:
         local.create_namespace(namespace)
         local.apply(virtual_service or load(EXAMPLES / "00-mesh" / "virtualservice.yaml"), namespace)
         local.apply_file(EXAMPLES / "00-mesh" / "destinationrule.yaml", namespace)
-        local.mesh.add_app(
-            mesh.MeshApp(
-                namespace=namespace,
-                virtual_service="churn",
-                host="churn",
-                rps=rps,
-                variants={"v1": ("churn-v1", BASELINE), "v2": ("churn-v2", candidate)},
-            )
-        )
-        # The baseline's series must be in Prometheus before the first evaluation.
-        local.prometheus.wait_for(
-            f'sum(rate(istio_requests_total{{destination_workload="churn-v1",'
-            f'destination_workload_namespace="{namespace}"}}[5s]))',
-            lambda r: r.ok and (r.value or 0) > 0,
-            timeout=60,
-        )
+        local.add_model_app(namespace, BASELINE, candidate, rps)
         app = App(local, namespace)
         apps.append(app)
         return app

@@ -94,28 +94,17 @@ def _decide(
     if state.phase.is_final:
         return model.Decision(state, _final_weights(experiment, state), requeue_after=interval)
 
-    abort = _requested(Gate.ABORT, state, obs)
-    if abort is not None:
-        return _finish(
-            experiment,
-            _acknowledge(state, Gate.ABORT, abort),
-            Phase.ROLLED_BACK,
-            now,
-            "Aborted",
-            f"aborted by {Gate.ABORT.value}",
-            step=state.step,
-        )
-    promote = _requested(Gate.PROMOTE, state, obs)
-    if promote is not None:
-        return _finish(
-            experiment,
-            _acknowledge(state, Gate.PROMOTE, promote),
-            Phase.SUCCEEDED,
-            now,
-            "PromotedManually",
-            f"promoted by {Gate.PROMOTE.value}",
-            step=state.step,
-        )
+    # Manual gates: abort wins over promote when both arrive in one tick.
+    for gate, phase, reason, verb in (
+        (Gate.ABORT, Phase.ROLLED_BACK, "Aborted", "aborted"),
+        (Gate.PROMOTE, Phase.SUCCEEDED, "PromotedManually", "promoted"),
+    ):
+        value = _requested(gate, state, obs)
+        if value is not None:
+            acknowledged = _acknowledge(state, gate, value)
+            return _finish(
+                experiment, acknowledged, phase, now, reason, f"{verb} by {gate.value}", step=state.step
+            )
 
     if experiment.paused:
         return _pause(experiment, state)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localstack import mesh, stack, traffic
+from modelrollout.localstack import stack, traffic
 
 NAMESPACE = "ml"
 EXPERIMENT = "churn-v2"
@@ -57,26 +57,12 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         local.create_namespace(NAMESPACE)
         local.apply_file(examples / "00-mesh" / "virtualservice.yaml", NAMESPACE)
         local.apply_file(examples / "00-mesh" / "destinationrule.yaml", NAMESPACE)
-        local.mesh.add_app(
-            mesh.MeshApp(
-                namespace=NAMESPACE,
-                virtual_service="churn",
-                host="churn",
-                rps=rps,
-                variants={"v1": ("churn-v1", BASELINE), "v2": ("churn-v2", scenario.candidate)},
-            )
-        )
         print(
             f"  API server {local.apiserver.url}, Prometheus {local.prometheus.url}, "
             f"mesh /metrics on port {local.mesh.port} ({rps:.0f} req/s)"
         )
         print("  waiting for Prometheus' first scrapes of the baseline's traffic ...")
-        local.prometheus.wait_for(
-            f'sum(rate(istio_requests_total{{destination_workload="churn-v1",'
-            f'destination_workload_namespace="{NAMESPACE}"}}[5s]))',
-            lambda r: r.ok and (r.value or 0) > 0,
-            timeout=60,
-        )
+        local.add_model_app(NAMESPACE, BASELINE, scenario.candidate, rps)
         operator = local.start_operator()
         print(f"operator started (log: {operator.log_path}); applying examples/03-demo/experiment.yaml")
         local.apply_file(examples / "03-demo" / "experiment.yaml", NAMESPACE)

@@ -24,7 +24,7 @@ import kubernetes
 import yaml
 
 from modelrollout import GROUP, PLURAL, VERSION
-from modelrollout.localstack import apiserver, mesh, prometheus
+from modelrollout.localstack import apiserver, mesh, prometheus, traffic
 
 ISTIO_GROUP = "networking.istio.io"
 
@@ -126,6 +126,32 @@ class LocalStack:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         with contextlib.suppress(kubernetes.client.ApiException):  # already there
             self.core.create_namespace(body)
+
+    def add_model_app(
+        self,
+        namespace: str,
+        baseline: traffic.VariantProfile,
+        candidate: traffic.VariantProfile,
+        rps: float,
+        timeout: float = 60,
+    ) -> None:
+        """Serve service ``churn`` (churn-v1 on subset v1, churn-v2 on v2) and wait until
+        Prometheus has the baseline's traffic, so the first evaluation finds data."""
+        self.mesh.add_app(
+            mesh.MeshApp(
+                namespace=namespace,
+                virtual_service="churn",
+                host="churn",
+                rps=rps,
+                variants={"v1": ("churn-v1", baseline), "v2": ("churn-v2", candidate)},
+            )
+        )
+        self.prometheus.wait_for(
+            f'sum(rate(istio_requests_total{{destination_workload="churn-v1",'
+            f'destination_workload_namespace="{namespace}"}}[5s]))',
+            lambda r: r.ok and (r.value or 0) > 0,
+            timeout=timeout,
+        )
 
     def apply(self, obj: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
         """Create a custom object (Istio or ModelExperiment) from a manifest dict."""
