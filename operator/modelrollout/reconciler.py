@@ -65,24 +65,30 @@ class Reconciler:
         """On deletion: give the baseline its traffic back unless the experiment succeeded."""
         meta = body.get("metadata", {})
         with self._locks[meta["namespace"], meta["name"]]:
-            state = status.parse_state(body.get("status"))
-            if state.phase is model.Phase.SUCCEEDED:
-                return "succeeded: traffic left on the candidate"
-            try:
-                experiment = spec.parse_spec(body.get("spec"))
-            except spec.SpecError:
-                return "invalid spec: no routes were ever changed by it"
-            target = route_target(experiment, body)
-            self.router.finalize(target)  # the routes as they were before the experiment
-            try:
-                split = self.router.get_routes(target)
-            except (ports.VirtualServiceNotFound, ports.RouteNotFound):
-                return "routing object or routes gone: nothing to restore"
-            weights = split.weights()
-            if weights is None or weights.get(experiment.the_candidate.workload, 0) != 0:
-                # No saved original (annotation removed?): the contract is baseline 100.
-                self.router.set_routes(target, canary.split(experiment, 0))
-            return "baseline restored to 100%"
+            outcome = self._restore_on_delete(body)
+            if outcome.startswith("baseline restored"):
+                self.events(body).emit("Normal", "TrafficRestored", f"experiment deleted: {outcome}")
+            return outcome
+
+    def _restore_on_delete(self, body: Mapping[str, Any]) -> str:
+        state = status.parse_state(body.get("status"))
+        if state.phase is model.Phase.SUCCEEDED:
+            return "succeeded: traffic left on the candidate"
+        try:
+            experiment = spec.parse_spec(body.get("spec"))
+        except spec.SpecError:
+            return "invalid spec: no routes were ever changed by it"
+        target = route_target(experiment, body)
+        self.router.finalize(target)  # the routes as they were before the experiment
+        try:
+            split = self.router.get_routes(target)
+        except (ports.VirtualServiceNotFound, ports.RouteNotFound):
+            return "routing object or routes gone: nothing to restore"
+        weights = split.weights()
+        if weights is None or weights.get(experiment.the_candidate.workload, 0) != 0:
+            # No saved original (annotation removed?): the contract is baseline 100.
+            self.router.set_routes(target, canary.split(experiment, 0))
+        return "baseline restored to 100%"
 
     # ----------------------------------------------------------------------- steps
 

@@ -63,8 +63,12 @@ class Runtime:
         )
 
     def connection_info(self) -> kopf.ConnectionInfo:
-        """kopf logs in with exactly what the Kubernetes client uses."""
-        cfg = self.configuration
+        """kopf logs in with exactly what the Kubernetes client uses.
+
+        Resolved afresh at every login: kopf logs in again when a token expires
+        (exec plugins on EKS/GKE), and a stale snapshot would fail forever.
+        """
+        cfg = kube.load_configuration(self.options.kubeconfig)
         token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
         scheme = None
         if token and " " in token:

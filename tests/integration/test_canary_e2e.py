@@ -11,9 +11,10 @@ import time
 
 import pytest
 import yaml
-from conftest import BAD_ERRORS, EXAMPLES, FINAL, load
 
 from modelrollout.routers.istio_routes import ORIGINAL_ROUTES_ANNOTATION
+
+from conftest import BAD_ERRORS, EXAMPLES, FINAL, load
 
 
 def conditions(status: dict) -> dict[str, dict]:
@@ -112,6 +113,7 @@ def test_deleting_mid_rollout_restores_the_original_routes(make_app):
         assert time.monotonic() < deadline, "the finalizer did not let the experiment go"
         time.sleep(0.2)
     assert app.primary_route() == original
+    assert "baseline restored" in app.wait_event("TrafficRestored").message
     vs = app.local.virtual_service(app.namespace, "churn")
     assert ORIGINAL_ROUTES_ANNOTATION not in (vs["metadata"].get("annotations") or {})
 

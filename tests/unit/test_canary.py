@@ -6,6 +6,10 @@ import dataclasses
 import datetime
 
 import pytest
+
+from modelrollout.core import canary, model
+from modelrollout.core.model import Action, Phase, State, Verdict
+
 from core_helpers import (
     BASE,
     CAND,
@@ -19,9 +23,6 @@ from core_helpers import (
     step,
     unreachable,
 )
-
-from modelrollout.core import canary, model
-from modelrollout.core.model import Action, Phase, State, Verdict
 
 S = datetime.timedelta(seconds=1)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime
 
-from core_helpers import BASE, CAND, T0, healthy, make_spec, no_data, observe, ok, unreachable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout import status as status_mod
 from modelrollout.core import canary, model
 from modelrollout.core.model import Phase
+
+from core_helpers import BASE, CAND, T0, healthy, make_spec, no_data, observe, ok, unreachable
 
 RESULT = st.sampled_from(["good", "bad", "empty", "down"])
 

@@ -223,6 +223,7 @@ def test_deletion_restores_the_original_routes_unless_succeeded():
     message = h.reconciler.finalize(h.store.body)
     assert message == "baseline restored to 100%"
     assert h.router.get(NS, "churn")["spec"] == virtual_service()["spec"]
+    assert h.events.seen[-1] == ("Normal", "TrafficRestored", "experiment deleted: baseline restored to 100%")
 
     done = Harness(experiment())
     for _ in range(6):
@@ -230,6 +231,7 @@ def test_deletion_restores_the_original_routes_unless_succeeded():
     assert done.status["phase"] == "Succeeded"
     assert done.reconciler.finalize(done.store.body).startswith("succeeded")
     assert done.primary_weights() == {"v1": 0, "v2": 100}
+    assert done.events.seen[-1][1] == "Promoted"  # nothing moved, nothing to announce
 
 
 def test_ticks_without_changes_write_nothing():

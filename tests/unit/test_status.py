@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
-from core_helpers import BASE, CAND, T0, healthy, make_spec, observe, run_to_end
-from test_crd import CRD_PATH, make_validator
 
 from modelrollout import status as status_mod
 from modelrollout.core import canary, model
+
+from core_helpers import BASE, CAND, T0, healthy, make_spec, observe, run_to_end
+from test_crd import CRD_PATH, make_validator
 
 
 def status_validator():
