@@ -65,11 +65,35 @@ class Gate(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Counts:
+    """Events out of a total in one interval: errors of requests, slow of requests, successes.
+
+    Floats, because Prometheus' ``increase()`` extrapolates to the window's edges.
+    """
+
+    events: float
+    total: float
+
+
+# A latency histogram of one interval: cumulative counts per bucket edge (ms), ascending,
+# the last edge being +inf (Prometheus' ``le`` buckets, as Istio exports them).
+Histogram = tuple[tuple[float, float], ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class MetricSample:
-    """One metric's query results for every variant in one evaluation."""
+    """One metric's query results for every variant in one evaluation.
+
+    ``results`` holds the value per variant (what threshold rules judge).  The
+    sequential tests need the interval's raw material instead: ``counts`` for
+    count metrics (error rate, ratio metrics) and ``histograms`` for latency.
+    Either is None when it was not (or could not be) measured.
+    """
 
     name: str
     results: Mapping[str, ports.QueryResult]  # workload -> result
+    counts: Mapping[str, Counts] | None = None
+    histograms: Mapping[str, Histogram] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
