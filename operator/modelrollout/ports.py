@@ -128,9 +128,25 @@ class QueryResult:
         return self.outcome is QueryOutcome.OK
 
 
+@dataclasses.dataclass(frozen=True)
+class SeriesResult:
+    """An instant query that yields several series, e.g. a histogram's buckets by ``le``."""
+
+    outcome: QueryOutcome
+    series: tuple[tuple[Mapping[str, str], float], ...] = ()  # (labels, value); set when OK
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is QueryOutcome.OK
+
+
 class MetricProvider(Protocol):
     def query(self, promql: str) -> QueryResult:
         """Run an instant query that should yield one number."""
+
+    def query_series(self, promql: str) -> SeriesResult:
+        """Run an instant query that may yield several series (an empty answer is EMPTY)."""
 
     def is_online(self) -> bool:
         """Whether the backend answers at all."""

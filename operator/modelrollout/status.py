@@ -17,7 +17,15 @@ from modelrollout.core import canary, model
 from modelrollout.core.model import Phase, State
 
 HISTORY_LIMIT = 50
-CONDITION_TYPES = ("Ready", "Progressing", "Succeeded", "RolledBack", "Failed", "MetricsAvailable")
+CONDITION_TYPES = (
+    "Ready",
+    "Progressing",
+    "Succeeded",
+    "RolledBack",
+    "Failed",
+    "MetricsAvailable",
+    "SampleRatioMismatch",
+)
 
 
 def to_time(value: datetime.datetime | None) -> str | None:
@@ -158,6 +166,12 @@ def conditions(
             state.message if here else "",
         )
     wanted["MetricsAvailable"] = _metrics_available(metrics)
+    mismatch = bool(state.analysis.get("srm", {}).get("detected"))
+    wanted["SampleRatioMismatch"] = (
+        mismatch,
+        "SampleRatioMismatch" if mismatch else "SharesMatchWeights",
+        state.message if mismatch and state.reason == "SampleRatioMismatch" else "",
+    )
 
     before = (
         {c.get("type"): c for c in previous if isinstance(c, Mapping)} if isinstance(previous, list) else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,18 +45,53 @@ def unreachable() -> ports.QueryResult:
     return ports.QueryResult(ports.QueryOutcome.UNREACHABLE, detail="connection refused")
 
 
+def histogram(total: float, slow_share: float) -> model.Histogram:
+    """A latency histogram of ``total`` requests of which ``slow_share`` are over 250 ms."""
+    within = total * (1 - slow_share)
+    return (
+        (100.0, within * 0.8),
+        (250.0, within),
+        (500.0, within + (total - within) * 0.9),
+        (math.inf, total),
+    )
+
+
 def healthy(
     error: tuple[float, float] = (0.01, 0.01),
     latency: tuple[float, float] = (100.0, 110.0),
-    requests: tuple[float, float] = (1000, 500),
+    requests: tuple[float, float] | None = None,
+    slow: tuple[float, float] = (0.03, 0.03),
+    total: float = 2000,
 ) -> dict[str, Any]:
-    """Keyword arguments for :func:`observe` describing one evaluation."""
+    """Keyword arguments for :func:`observe` describing one evaluation.
+
+    Without ``requests``, each variant serves its share of ``total`` by the
+    weights the routes hold, with counts and latency histograms to match.
+    """
+    return {"evaluation": (error, latency, requests, slow, total)}
+
+
+def _measure(weights: Mapping[str, int], evaluation: tuple[Any, ...]) -> dict[str, Any]:
+    error, latency, requests, slow, total = evaluation
+    if requests is None:
+        requests = (total * weights.get(BASE, 0) / 100, total * weights.get(CAND, 0) / 100)
+    n = {BASE: float(requests[0]), CAND: float(requests[1])}
+    rate = {BASE: error[0], CAND: error[1]}
+    slow_share = {BASE: slow[0], CAND: slow[1]}
     return {
         "metrics": (
-            model.MetricSample("error-rate", {BASE: ok(error[0]), CAND: ok(error[1])}),
-            model.MetricSample("latency-p95", {BASE: ok(latency[0]), CAND: ok(latency[1])}),
+            model.MetricSample(
+                "error-rate",
+                {BASE: ok(error[0]), CAND: ok(error[1])},
+                counts={w: model.Counts(n[w] * rate[w], n[w]) for w in n},
+            ),
+            model.MetricSample(
+                "latency-p95",
+                {BASE: ok(latency[0]), CAND: ok(latency[1])},
+                histograms={w: histogram(n[w], slow_share[w]) for w in n},
+            ),
         ),
-        "requests": {BASE: ok(requests[0]), CAND: ok(requests[1])},
+        "requests": {w: ok(n[w]) for w in n},
     }
 
 
@@ -65,6 +101,8 @@ def observe(
     generation: int = 1,
     **evaluation: Any,
 ) -> model.Observation:
+    if "evaluation" in evaluation:
+        evaluation = _measure(weights or {}, evaluation["evaluation"])
     return model.Observation(
         weights=weights,
         annotations=annotations or {},

@@ -25,6 +25,7 @@ from core_helpers import (
 )
 
 S = datetime.timedelta(seconds=1)
+CALIBRATED = {"latency-p95/1": {"edge": 250.0}}
 
 
 def progressing(experiment, step_no=1, **changes) -> State:
@@ -36,6 +37,7 @@ def progressing(experiment, step_no=1, **changes) -> State:
         step_started_at=T0,
         last_evaluated_at=T0,
         observed_generation=1,
+        analysis=CALIBRATED,  # as if the latency edge had been placed on the baseline already
     )
     return dataclasses.replace(base, **changes)
 
@@ -135,7 +137,8 @@ def test_threshold_rules(metric, baseline, candidate, verdict, words):
 
 
 def test_relative_rule_needs_the_baseline():
-    experiment = make_spec(metrics=[{"name": "m", "builtin": "error-rate", "maxRelativeIncrease": 0.5}])
+    # A query: metric has no counts, so the relative rule is the threshold rule's.
+    experiment = make_spec(metrics=[{"name": "m", "query": "x", "maxRelativeIncrease": 0.5}])
     sample = model.MetricSample("m", {BASE: no_data(), CAND: ok(0.01)})
     decision = step(experiment, progressing(experiment), T0 + 10 * S, metrics=(sample,), requests={})
     assert decision.state.action is Action.HOLD
@@ -144,7 +147,7 @@ def test_relative_rule_needs_the_baseline():
 
 
 def test_absolute_rule_does_not_need_the_baseline():
-    experiment = make_spec(metrics=[{"name": "m", "builtin": "error-rate", "max": 0.05}])
+    experiment = make_spec(metrics=[{"name": "m", "query": "x", "max": 0.05}])
     sample = model.MetricSample("m", {BASE: no_data(), CAND: ok(0.01)})
     decision = step(experiment, progressing(experiment), T0 + 10 * S, metrics=(sample,), requests={})
     assert decision.assessments[0].verdict is Verdict.PASS
@@ -163,18 +166,26 @@ def test_failure_rolls_back_at_once_with_failure_limit_one():
 
 
 def test_failure_limit_counts_failures_in_a_row():
-    experiment = make_spec(analysis={"failureLimit": 2})
-    first = step(experiment, progressing(experiment), T0 + 10 * S, **healthy(error=(0.01, 0.2)))
+    # Threshold failures can recover; accumulated sequential evidence does not vanish.
+    experiment = make_spec(analysis={"failureLimit": 2}, metrics=[{"name": "m", "query": "x", "max": 0.05}])
+
+    def evaluation(value):
+        return {
+            "metrics": (model.MetricSample("m", {BASE: ok(0.01), CAND: ok(value)}),),
+            "requests": {BASE: ok(950), CAND: ok(50)},
+        }
+
+    first = step(experiment, progressing(experiment), T0 + 10 * S, **evaluation(0.2))
     assert first.state.phase is Phase.PROGRESSING
     assert first.state.action is Action.HOLD
     assert first.state.failed_checks == 1
     assert first.weights == {BASE: 95, CAND: 5}
     assert "failed check 1/2" in first.message
-    recovered = step(experiment, first.state, T0 + 20 * S, **healthy(requests=(10, 10)))
+    recovered = step(experiment, first.state, T0 + 20 * S, **evaluation(0.01))
     assert recovered.state.failed_checks == 0
-    again = step(experiment, recovered.state, T0 + 30 * S, **healthy(error=(0.01, 0.2)))
+    again = step(experiment, recovered.state, T0 + 30 * S, **evaluation(0.2))
     assert again.state.phase is Phase.PROGRESSING
-    final = step(experiment, again.state, T0 + 40 * S, **healthy(error=(0.01, 0.2)))
+    final = step(experiment, again.state, T0 + 40 * S, **evaluation(0.2))
     assert final.state.phase is Phase.ROLLED_BACK
 
 

@@ -17,17 +17,23 @@ from modelrollout import status as status_mod
 from modelrollout.core import canary, model
 from modelrollout.core.model import Phase
 
-from core_helpers import BASE, CAND, T0, healthy, make_spec, no_data, observe, ok, unreachable
+from core_helpers import BASE, CAND, T0, _measure, healthy, make_spec, no_data, observe, ok, unreachable
 
 RESULT = st.sampled_from(["good", "bad", "empty", "down"])
 
 
-def _sample(kind: str) -> tuple[model.MetricSample, ...]:
-    value = {"good": ok(0.01), "bad": ok(0.5), "empty": no_data(), "down": unreachable()}[kind]
-    return (
-        model.MetricSample("error-rate", {BASE: ok(0.01), CAND: value}),
-        model.MetricSample("latency-p95", {BASE: ok(100), CAND: ok(100)}),
-    )
+def _evaluation(kind: str, weights, total: float) -> dict:
+    """One interval as the reconciler would measure it: good, bad, or with data missing."""
+    error = 0.5 if kind == "bad" else 0.01
+    measured = _measure(dict(weights), healthy(error=(0.01, error), total=total)["evaluation"])
+    if kind in ("empty", "down"):
+        missing = no_data() if kind == "empty" else unreachable()
+        metrics = measured["metrics"]
+        measured["metrics"] = (
+            model.MetricSample("error-rate", {BASE: ok(0.01), CAND: missing}, counts=None),
+            metrics[1],
+        )
+    return measured
 
 
 TICK = st.fixed_dictionaries(
@@ -73,8 +79,7 @@ def test_invariants_hold_for_any_sequence(ticks, failure_limit, no_data_policy):
             evaluation = {}
             if due:
                 evaluation = {
-                    "metrics": _sample(tick["result"]),
-                    "requests": healthy(requests=(tick["requests"], tick["requests"]))["requests"],
+                    **_evaluation(tick["result"], state.weights, tick["requests"] * 10),
                 }
             decision = canary.decide(spec_now, state, observe(routes, annotations, **evaluation), now)
         new = decision.state
@@ -128,7 +133,7 @@ def test_missing_data_never_advances_a_step(ticks):
         before = state
         if before.phase.is_final:
             break
-        obs = observe(dict(state.weights), metrics=_sample(kind), requests={})
+        obs = observe(dict(state.weights), **_evaluation(kind, state.weights, 2000))
         state = canary.decide(experiment, state, obs, now).state
         if kind == "empty":
             assert state.step == before.step
@@ -146,7 +151,7 @@ def test_status_round_trip_preserves_the_state(ticks):
         annotations = {f"modelrollout.io/{tick['gate']}": str(n)} if tick["gate"] else {}
         evaluation = {}
         if canary.evaluation_due(experiment, state, now):
-            evaluation = {"metrics": _sample(tick["result"]), "requests": healthy()["requests"]}
+            evaluation = _evaluation(tick["result"], state.weights, 2000)
         decision = canary.decide(
             experiment, state, observe(dict(state.weights) or None, annotations, **evaluation), now
         )

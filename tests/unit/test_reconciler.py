@@ -81,11 +81,16 @@ class Events:
         self.seen.append((type, reason, message))
 
 
-def metrics(error_rates: dict[str, float]):
+def metrics(error_rates: dict[str, float], weights, per_interval: float = 2000.0):
+    """A Prometheus whose traffic follows the routes' weights, as the mesh makes it."""
+
     def answer(promql: str) -> ports.QueryResult:
         workload = re.search(r'destination_workload="([^"]+)"', promql).group(1)
+        requests = per_interval * weights().get(workload.replace("churn-", ""), 0) / 100
+        if "increase(" in promql and '"5.."' in promql:
+            return ports.QueryResult(ports.QueryOutcome.OK, requests * error_rates[workload])
         if "increase(" in promql:
-            return ports.QueryResult(ports.QueryOutcome.OK, 100.0)
+            return ports.QueryResult(ports.QueryOutcome.OK, requests)
         return ports.QueryResult(ports.QueryOutcome.OK, error_rates[workload])
 
     return answer
@@ -96,7 +101,9 @@ class Harness:
         self.now = T0
         self.store = Store(body)
         self.router = InMemoryRouter([virtual_service()])
-        self.provider = ScriptedProvider(metrics(error_rates or {"churn-v1": 0.01, "churn-v2": 0.01}))
+        self.provider = ScriptedProvider(
+            metrics(error_rates or {"churn-v1": 0.01, "churn-v2": 0.01}, self.primary_weights)
+        )
         self.events = Events()
         self.reconciler = reconciler.Reconciler(
             experiments=self.store,

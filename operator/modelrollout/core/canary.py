@@ -20,13 +20,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import spec
-from modelrollout.core import guardrails, model
+from modelrollout.core import guardrails, model, sequential, srm
 from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
 
 # Timers fire a little early or late; an evaluation this close to due is due.
 _DUE_TOLERANCE = 0.9
 
-DEFAULT_ANALYSES: tuple[guardrails.Analysis, ...] = (guardrails.ThresholdRules(),)
+
+def _left_to_sequential(metric: spec.MetricSpec) -> bool:
+    return not sequential.is_sequential(metric)
+
+
+# Hard SLO thresholds (max/min) on every metric, relative rules only where no counts
+# exist; candidate-vs-baseline comparisons of count metrics are the sequential tests'.
+DEFAULT_ANALYSES: tuple[guardrails.Analysis, ...] = (
+    guardrails.ThresholdRules(relative=_left_to_sequential),
+    sequential.SequentialTests(),
+)
+# Suspicious evidence may hold a step this many step durations at most.
+MAX_STEP_EXTENSION = 2
 
 # Reasons (stable, CamelCase) that mean "the experiment cannot act on its objects".
 INVALID_SPEC = "InvalidSpec"
@@ -265,6 +277,17 @@ def _evaluate(
 ) -> model.Decision:
     assessments, memory = _assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
+    # The first window of a step straddles the weight change: its share lies between the two weights.
+    first_of_step = state.last_evaluated_at == state.step_started_at
+    previous = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
+    mismatch = srm.check(
+        state.analysis.get("srm"),
+        obs.requests,
+        state.weights,
+        experiment.the_candidate.workload,
+        previous_weight=previous if first_of_step else None,
+    )
+    memory["srm"] = mismatch.memory
     state = dataclasses.replace(
         state, last_evaluated_at=now, samples=_add_samples(state.samples, obs), analysis=memory
     )
@@ -303,6 +326,19 @@ def _evaluate(
             _until_due(experiment, held, now),
         )
 
+    if mismatch.detected:
+        # Harm still rolls back (above); anything else waits for a human: the data is suspect.
+        message = f"holding at {step_name}: {mismatch.message}"
+        held = dataclasses.replace(state, reason="SampleRatioMismatch", message=message, action=Action.HOLD)
+        events = (
+            ()
+            if state.reason == "SampleRatioMismatch"
+            else (Event("Warning", "SampleRatioMismatch", message),)
+        )
+        return model.Decision(
+            held, dict(state.weights), events, assessments, _until_due(experiment, held, now)
+        )
+
     if missing:
         why = "; ".join(a.reason for a in missing)
         count = state.no_data_checks + 1
@@ -329,7 +365,9 @@ def _evaluate(
 
     summary = "; ".join(a.reason for a in assessments)
     state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
-    if verdict is Verdict.INCONCLUSIVE:
+    assert state.step_started_at is not None  # set whenever a step starts
+    extended = now - state.step_started_at >= experiment.canary.step_duration * MAX_STEP_EXTENSION
+    if verdict is Verdict.INCONCLUSIVE and not extended:
         message = f"{step_name}: not conclusive yet: {summary}"
         doubtful = dataclasses.replace(state, reason="Inconclusive", message=message, action=Action.CONTINUE)
         return model.Decision(

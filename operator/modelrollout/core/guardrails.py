@@ -13,7 +13,7 @@ metric and combines them (any Fail fails, any missing data is missing).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from modelrollout import ports, spec
@@ -34,7 +34,15 @@ class Analysis(Protocol):
 
 
 class ThresholdRules:
-    """The rules every Flagger/Argo user knows, applied candidate-vs-baseline."""
+    """The rules every Flagger/Argo user knows, applied candidate-vs-baseline.
+
+    ``relative`` says for which metrics the ``maxRelativeIncrease`` rule runs
+    here; the operator's default leaves it to the sequential test wherever a
+    metric yields counts (a ratio of two noisy numbers is no evidence).
+    """
+
+    def __init__(self, relative: Callable[[spec.MetricSpec], bool] = lambda metric: True) -> None:
+        self._relative = relative
 
     def assess(
         self,
@@ -45,13 +53,14 @@ class ThresholdRules:
     ) -> tuple[model.MetricAssessment, Mapping[str, Any] | None]:
         baseline = sample.results.get(experiment.baseline.workload)
         candidate = sample.results.get(experiment.the_candidate.workload)
-        return assess_thresholds(metric, baseline, candidate), None
+        return assess_thresholds(metric, baseline, candidate, relative=self._relative(metric)), None
 
 
 def assess_thresholds(
     metric: spec.MetricSpec,
     baseline: ports.QueryResult | None,
     candidate: ports.QueryResult | None,
+    relative: bool = True,
 ) -> model.MetricAssessment:
     base = baseline.value if baseline is not None and baseline.ok else None
     cand = candidate.value if candidate is not None and candidate.ok else None
@@ -70,7 +79,7 @@ def assess_thresholds(
             model.Verdict.FAIL, f"{metric.name} {show(metric, cand)} < min {show(metric, metric.min)}"
         )
 
-    limit = metric.relative_increase_limit
+    limit = metric.relative_increase_limit if relative else None
     if limit is None:
         return result(model.Verdict.PASS, f"{metric.name} {show(metric, cand)} (ok)")
     if base is None:

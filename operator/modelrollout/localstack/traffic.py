@@ -127,7 +127,7 @@ def _latencies(rng: np.random.Generator, n: int, profile: VariantProfile) -> tup
 def _bucket_probabilities(profile: VariantProfile) -> npt.NDArray[np.float64]:
     median = profile.latency_median_ms
     cdf: npt.NDArray[np.float64]
-    if profile.latency_sigma == 0:
+    if profile.latency_sigma < 1e-9:  # a point mass (and no overflow dividing by a subnormal sigma)
         cdf = np.greater_equal(_BUCKETS, median).astype(float)
     else:
         cdf = special.ndtr((np.log(_BUCKETS) - math.log(median)) / profile.latency_sigma)

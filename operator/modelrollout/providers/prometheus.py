@@ -30,7 +30,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from modelrollout.ports import QueryOutcome, QueryResult
+from modelrollout.ports import QueryOutcome, QueryResult, SeriesResult
 
 _MAX_DETAIL = 300  # characters of detail: one line in a status message
 _STATUS = re.compile(r"^HTTP Status Code (\d+) \((b(['\"]).*\3)\)$", re.DOTALL)
@@ -61,8 +61,28 @@ class PrometheusProvider:
 
     def query(self, promql: str) -> QueryResult:
         """Run ``promql`` as an instant query now; classify the answer (never raises)."""
+        data = self._fetch(promql)
+        return data if isinstance(data, QueryResult) else _classify_data(data)
+
+    def query_series(self, promql: str) -> SeriesResult:
+        """Run ``promql``; every series with its labels and value (never raises)."""
+        data = self._fetch(promql)
+        if isinstance(data, QueryResult):
+            return SeriesResult(data.outcome, detail=data.detail)
+        if not isinstance(data, list):
+            return SeriesResult(QueryOutcome.ERROR, detail=f"unexpected result from Prometheus: {data!r}")
+        if not data:
+            return SeriesResult(QueryOutcome.EMPTY, detail="the query returned no series")
         try:
-            data = self._client.custom_query(promql)
+            series = tuple((dict(item.get("metric", {})), float(item["value"][1])) for item in data)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            return SeriesResult(QueryOutcome.ERROR, detail=f"unusable series from Prometheus: {e}")
+        return SeriesResult(QueryOutcome.OK, series)
+
+    def _fetch(self, promql: str) -> Any:
+        """The query's ``result``, or a QueryResult saying why there is none."""
+        try:
+            return self._client.custom_query(promql)
         except requests.exceptions.ConnectTimeout:
             return _failed(QueryOutcome.UNREACHABLE, f"connecting to {self._shown_url} timed out")
         except requests.exceptions.Timeout:
@@ -75,7 +95,6 @@ class PrometheusProvider:
             return _classify_http_error(str(e))
         except Exception as e:  # a malformed answer (not JSON, no "data"), or anything unforeseen
             return _failed(QueryOutcome.ERROR, f"unusable answer from Prometheus: {_root_cause(e)}")
-        return _classify_data(data)
 
     def is_online(self) -> bool:
         """Whether Prometheus answers its root page (never raises)."""

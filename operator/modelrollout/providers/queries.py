@@ -32,6 +32,10 @@ ERROR_RATE_TEMPLATE = (
     " / sum(rate(istio_requests_total" + _MATCHERS + "}" + _WINDOW + "))"
 )
 REQUEST_COUNT_TEMPLATE = "sum(increase(istio_requests_total" + _MATCHERS + "}" + _WINDOW + "))"
+# Zero 5xx in the window is a count of 0, not an absent series.
+ERROR_COUNT_TEMPLATE = (
+    "sum(increase(istio_requests_total" + _MATCHERS + ', response_code=~"5.."}' + _WINDOW + ")) or vector(0)"
+)
 _DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket" + _MATCHERS + "}" + _WINDOW
 
 _QUANTILES: dict[Builtin, float] = {Builtin.LATENCY_P95: 0.95, Builtin.LATENCY_P99: 0.99}
@@ -57,6 +61,18 @@ def latency_quantile(quantile: float, workload: str, namespace: str, window: dat
 def request_count(workload: str, namespace: str, window: datetime.timedelta) -> str:
     """How many requests the workload served over ``window``: the samples behind its metrics."""
     return templates.render(REQUEST_COUNT_TEMPLATE, _builtin_values(workload, namespace, window))
+
+
+def error_count(workload: str, namespace: str, window: datetime.timedelta) -> str:
+    """How many of them were answered with a 5xx: the events of the error-rate test."""
+    return templates.render(ERROR_COUNT_TEMPLATE, _builtin_values(workload, namespace, window))
+
+
+def duration_buckets(workload: str, namespace: str, window: datetime.timedelta) -> str:
+    """The window's latency histogram, one series per ``le`` (cumulative request counts)."""
+    return templates.render(
+        f"sum by (le) (increase({_DURATION_BUCKETS}))", _builtin_values(workload, namespace, window)
+    )
 
 
 def builtin_query(builtin: Builtin, workload: str, namespace: str, window: datetime.timedelta) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from modelrollout.ports import QueryOutcome, QueryResult
+from modelrollout.ports import QueryOutcome, QueryResult, SeriesResult
 
 Answer = QueryResult | float
 NO_ANSWER = QueryResult(QueryOutcome.EMPTY, detail="no scripted answer for this query")
@@ -32,10 +32,12 @@ class ScriptedProvider:
         answers: Callable[[str], QueryResult] | Mapping[str, Answer],
         default: QueryResult = NO_ANSWER,
         online: bool = True,
+        series: Callable[[str], SeriesResult] | None = None,
     ) -> None:
         self.answers = answers
         self.default = default
         self.online = online
+        self.series = series
         self.queries: list[str] = []
 
     def query(self, promql: str) -> QueryResult:
@@ -48,6 +50,13 @@ class ScriptedProvider:
                     return answer
                 return QueryResult(QueryOutcome.OK, float(answer))
         return self.default
+
+    def query_series(self, promql: str) -> SeriesResult:
+        """Answers from ``series``; without one, every series query has no data."""
+        self.queries.append(promql)
+        if self.series is None:
+            return SeriesResult(QueryOutcome.EMPTY, detail="no scripted series for this query")
+        return self.series(promql)
 
     def is_online(self) -> bool:
         return self.online

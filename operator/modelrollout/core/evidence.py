@@ -1,0 +1,143 @@
+"""Anytime-valid evidence on a fixed grid of effect sizes (see docs/statistics.md).
+
+Per interval, the candidate's share of the interval's bad events is binomial
+given their total, with a probability set by the candidate's *observed*
+traffic share and the effect ``theta`` (candidate rate / baseline rate).  The
+log-likelihood ratio against ``theta = 1`` is summed over intervals on a grid
+of ``log(theta)`` values; that vector is the test's entire state.  Mixtures of
+the likelihood ratios over the grid are e-processes: test martingales under
+the null, so ``P(ever E >= 1/alpha) <= alpha`` however often one looks.
+
+The same machinery tests sample-ratio mismatch, with the configured weight in
+place of the observed share and a two-sided deviation in log-odds.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import special, stats
+
+# log(theta) from 1/32 to 32: wide enough for "all requests fail", fine enough
+# (steps of ~6 %) for intervals a user reads.
+GRID = np.linspace(-math.log(32), math.log(32), 121)
+STEP = float(GRID[1] - GRID[0])
+HARM_SCALE = 0.8  # half-normal prior on log(theta) for harm: most mass on 1x..5x
+CI_SCALE = 0.5  # two-sided prior around each theta0 for confidence intervals
+SRM_MIN_DEVIATION = math.log(1.1)  # share deviations below 10 % (in odds) do not count
+
+
+def zeros() -> np.ndarray:
+    return np.zeros_like(GRID)
+
+
+def interval_loglik(candidate_events: float, baseline_events: float, share: float) -> np.ndarray:
+    """``l_i(theta)`` of one interval on the grid: events split between variants at traffic ``share``."""
+    total = candidate_events + baseline_events
+    if total <= 0 or not 0 < share < 1:
+        return zeros()  # nothing happened, or one variant had no traffic: no information
+    theta = np.exp(GRID)
+    return candidate_events * GRID - total * np.log1p(share * (theta - 1))
+
+
+def ratio_loglik(
+    candidate: float, total: float, weight: float, previous_weight: float | None = None
+) -> np.ndarray:
+    """``l(delta)`` of ``candidate`` of ``total`` requests when ``weight`` was configured.
+
+    ``delta`` (the grid) is the deviation of the candidate's odds from the configured
+    odds.  An interval whose window straddles a change from ``previous_weight`` has a
+    composite null -- any share between the two weights -- and is measured against the
+    likeliest of them: never more evidence than against the true share, so still valid.
+    """
+    if total <= 0 or not 0 < weight < 1:
+        return zeros()
+    low, high = sorted((weight, weight if previous_weight is None else previous_weight))
+    null = min(max(candidate / total, low, 1e-9), high, 1 - 1e-9)
+    odds = weight / (1 - weight)
+    log_q = np.log(odds) + GRID - np.log1p(odds * np.exp(GRID))
+    log_1q = -np.log1p(odds * np.exp(GRID))
+    base = candidate * math.log(null) + (total - candidate) * math.log(1 - null)
+    return candidate * log_q + (total - candidate) * log_1q - base  # type: ignore[no-any-return]
+
+
+def _index(log_theta: float) -> int:
+    return int(np.clip(round((log_theta - GRID[0]) / STEP), 0, len(GRID) - 1))
+
+
+def _log_mix(loglik: np.ndarray, log_weights: np.ndarray) -> float:
+    terms = loglik + log_weights  # -inf weights drop out of the sum
+    top = float(terms.max())
+    return top + math.log(float(np.exp(terms - top).sum()))
+
+
+@functools.cache
+def _ci_prior() -> np.ndarray:
+    offsets = GRID[:, None] - GRID[None, :]  # [alternative, theta0]
+    prior: np.ndarray = stats.norm.logpdf(offsets, scale=CI_SCALE) + math.log(STEP)
+    return prior
+
+
+@functools.cache
+def _harm_prior(null: int, increase: bool) -> np.ndarray:
+    distance = GRID - GRID[null] if increase else GRID[null] - GRID
+    harmful = distance > 1e-12
+    log_prior = np.where(harmful, stats.halfnorm.logpdf(np.abs(distance), scale=HARM_SCALE), -np.inf)
+    log_prior[harmful] -= special.logsumexp(log_prior[harmful])
+    return log_prior
+
+
+@functools.cache
+def _mismatch_prior() -> np.ndarray:
+    far = np.abs(GRID) >= SRM_MIN_DEVIATION
+    log_prior = np.where(far, stats.norm.logpdf(GRID, scale=0.7), -np.inf)
+    log_prior[far] -= special.logsumexp(log_prior[far])
+    return log_prior
+
+
+def harm_evidence(loglik: np.ndarray, tolerance: float = 1.0, increase: bool = True) -> float:
+    """``E``: mixture of likelihood ratios of effects beyond ``tolerance`` against ``tolerance``.
+
+    Harm is an effect above the tolerance (more errors, more slow requests), or --
+    ``increase=False`` -- below it (fewer conversions): testing the rare events in
+    the harmful direction keeps the power that their common complement would lose.
+    """
+    null = _index(math.log(tolerance))
+    return math.exp(min(_log_mix(loglik, _harm_prior(null, increase)) - float(loglik[null]), 700.0))
+
+
+def mismatch_evidence(loglik: np.ndarray) -> float:
+    """``E`` against "shares as configured": deviations of at least 10 % in odds, either way."""
+    zero = _index(0.0)
+    return math.exp(min(_log_mix(loglik, _mismatch_prior()) - float(loglik[zero]), 700.0))
+
+
+def estimate(loglik: np.ndarray) -> float:
+    """The maximum-likelihood effect on the grid (1.0 when nothing was observed)."""
+    if not np.any(loglik):
+        return 1.0
+    return math.exp(float(GRID[int(np.argmax(loglik))]))
+
+
+def confidence_interval(loglik: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Always-valid ``1 - alpha`` interval of ``theta``: the ``theta0`` not rejected at ``1/alpha``."""
+    log_e = special.logsumexp(loglik[:, None] + _ci_prior(), axis=0) - loglik
+    kept = np.nonzero(log_e < math.log(1 / alpha))[0]
+    if kept.size == 0:  # everything rejected: report the estimate alone
+        point = estimate(loglik)
+        return point, point
+    return math.exp(float(GRID[kept[0]])), math.exp(float(GRID[kept[-1]]))
+
+
+def to_list(loglik: np.ndarray) -> list[float]:
+    """Compact, JSON-friendly form for status (4 decimals of log-likelihood are plenty)."""
+    return [round(float(v), 4) for v in loglik]
+
+
+def from_list(values: Sequence[float] | None) -> np.ndarray:
+    if values is None or len(values) != len(GRID):
+        return zeros()
+    return np.asarray(values, dtype=float)

@@ -1,0 +1,58 @@
+"""Sample-ratio mismatch: do the variants get the traffic shares the weights say?
+
+When they do not (a broken sidecar, a second route, clients pinned to pods),
+something other than the experiment steers traffic and every comparison is
+suspect.  A sequential test (docs/statistics.md) with its own small alpha
+watches the observed shares; once it fires, the finding is latched and the
+experiment holds with a condition and an Event -- it never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from modelrollout import ports
+from modelrollout.core import evidence
+
+ALPHA = 0.001
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    detected: bool
+    evidence: float
+    message: str
+    memory: Mapping[str, Any]
+
+
+def check(
+    memory: Mapping[str, Any] | None,
+    requests: Mapping[str, ports.QueryResult] | None,
+    weights: Mapping[str, int],
+    candidate: str,
+    previous_weight: int | None,
+) -> Finding:
+    """Add this interval's shares; ``previous_weight`` when its window straddles a weight change."""
+    memory = dict(memory or {})
+    loglik = evidence.from_list(memory.get("loglik"))
+    counts = {w: r.value for w, r in (requests or {}).items() if r.ok and r.value is not None}
+    weight = weights.get(candidate, 0) / 100
+    if candidate in counts and len(counts) == len(weights) and 0 < weight < 1:
+        total = sum(counts.values())
+        before = None if previous_weight is None else previous_weight / 100
+        loglik = loglik + evidence.ratio_loglik(counts[candidate], total, weight, before)
+        shares = memory.get("shares", [0.0, 0.0])
+        memory["shares"] = [float(shares[0]) + counts[candidate], float(shares[1]) + total]
+        memory["loglik"] = evidence.to_list(loglik)
+    e_value = evidence.mismatch_evidence(loglik)
+    detected = bool(memory.get("detected")) or e_value >= 1 / ALPHA
+    memory["detected"] = detected
+    seen, total_seen = memory.get("shares", [0.0, 0.0])
+    share = f"{seen / total_seen * 100:.1f}%" if total_seen else "n/a"
+    message = (
+        f"traffic split does not match the weights: {candidate} got {share} of requests "
+        f"at {weights.get(candidate, 0)}% configured (evidence {e_value:.3g} >= {1 / ALPHA:.0f})"
+    )
+    return Finding(detected, e_value, message if detected else "", memory)
