@@ -93,7 +93,7 @@ class Runtime:
                     spec.SpecProblem(
                         path="spec.prometheus.address",
                         message="is required: the operator has no default "
-                "(--prometheus-url / MODELROLLOUT_PROMETHEUS_URL)",
+                        "(--prometheus-url / MODELROLLOUT_PROMETHEUS_URL)",
                     )
                 ]
             )

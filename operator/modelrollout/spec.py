@@ -57,8 +57,6 @@ def _problem(message: str, *, subpath: str = "", value: Any = None) -> PydanticC
     return PydanticCustomError("spec", message, {"subpath": subpath, "value": value})
 
 
-
-
 def _to_duration(value: Any) -> datetime.timedelta:
     if isinstance(value, datetime.timedelta):
         return value

@@ -4,6 +4,7 @@ simulator turning weights into traffic, and a real Prometheus answering the quer
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import yaml
 
 from modelrollout.routers.istio_routes import ORIGINAL_ROUTES_ANNOTATION
 
-from conftest import BAD_ERRORS, EXAMPLES, FINAL, load
+from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, load
 
 
 def conditions(status: dict) -> dict[str, dict]:
@@ -98,6 +99,28 @@ def test_bad_candidate_is_rolled_back_to_baseline(make_app):
     time.sleep(3)
     assert app.local.mesh.observed(app.namespace, "churn-v2").requests == served
     assert app.status()["phase"] == "RolledBack"
+
+
+def test_sequential_test_alone_rolls_back_a_worse_candidate(make_app):
+    """No thresholds at all: the default analysis compares candidate with baseline."""
+    app = make_app(candidate=dataclasses.replace(BASELINE, error_rate=0.04))  # 8x the baseline's 0.5 %
+    app.start_operator()
+    builtins = [
+        {"name": "error-rate", "builtin": "error-rate"},
+        {"name": "latency-p95", "builtin": "latency-p95"},
+    ]
+    app.apply_experiment(
+        metrics=builtins, canary={"steps": [5, 25, 50, 100], "interval": "3s", "minStepDuration": "10s"}
+    )
+    final = app.wait_for(lambda s: s.get("phase") in FINAL)[-1]
+    assert final["phase"] == "RolledBack", final.get("message")
+    assert conditions(final)["RolledBack"]["reason"] == "GuardrailFailed"
+    errors = next(m for m in final["metrics"] if m["name"] == "error-rate")
+    assert errors["verdict"] == "Fail"
+    assert errors["evidence"] >= errors["bound"] == 40
+    assert errors["interval"][0] > 1  # the candidate is worse, with confidence
+    assert "error rate" in final["message"] and "evidence" in final["message"]
+    app.wait_weights({"v1": 100, "v2": 0})
 
 
 def test_deleting_mid_rollout_restores_the_original_routes(make_app):

@@ -323,8 +323,9 @@ def test_no_preserve_unknown_fields_anywhere() -> None:
     # The one exception: the analyses' opaque memory in status, written only by the operator.
     text = CRD_PATH.read_text()
     assert text.count("x-kubernetes-preserve-unknown-fields") == 1
-    memory = node_at(yaml.safe_load(text)["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
-                     ".status.analysisState")
+    memory = node_at(
+        yaml.safe_load(text)["spec"]["versions"][0]["schema"]["openAPIV3Schema"], ".status.analysisState"
+    )
     assert memory["additionalProperties"]["x-kubernetes-preserve-unknown-fields"] is True
     assert "x-kubernetes-embedded-resource" not in text
 

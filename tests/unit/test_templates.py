@@ -48,7 +48,7 @@ def test_every_variable_has_a_context() -> None:
         # Quotes and comment characters inside strings do not change the context.
         ('x{a="it\'s # not a comment", b="{{ workload }}"}', 'x{a="it\'s # not a comment", b="churn-v2"}'),
         ('x{a="say \\"hi\\" {{ workload }}"}', 'x{a="say \\"hi\\" churn-v2"}'),
-        ("x{a=`raw \\`, b=\"{{ workload }}\"}", "x{a=`raw \\`, b=\"churn-v2\"}"),
+        ('x{a=`raw \\`, b="{{ workload }}"}', 'x{a=`raw \\`, b="churn-v2"}'),
         # A comment after the query may hold quotes without opening a string.
         ('x{a="{{ workload }}"} # don\'t "quote" me', 'x{a="churn-v2"} # don\'t "quote" me'),
     ],

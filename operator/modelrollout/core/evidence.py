@@ -26,7 +26,6 @@ from scipy import special, stats
 GRID = np.linspace(-math.log(32), math.log(32), 121)
 STEP = float(GRID[1] - GRID[0])
 HARM_SCALE = 0.8  # half-normal prior on log(theta) for harm: most mass on 1x..5x
-CI_SCALE = 0.5  # two-sided prior around each theta0 for confidence intervals
 SRM_MIN_DEVIATION = math.log(1.1)  # share deviations below 10 % (in odds) do not count
 
 
@@ -71,14 +70,9 @@ def _index(log_theta: float) -> int:
 def _log_mix(loglik: np.ndarray, log_weights: np.ndarray) -> float:
     terms = loglik + log_weights  # -inf weights drop out of the sum
     top = float(terms.max())
+    if not math.isfinite(top):  # no alternative at all (a tolerance at the grid's end)
+        return -math.inf
     return top + math.log(float(np.exp(terms - top).sum()))
-
-
-@functools.cache
-def _ci_prior() -> np.ndarray:
-    offsets = GRID[:, None] - GRID[None, :]  # [alternative, theta0]
-    prior: np.ndarray = stats.norm.logpdf(offsets, scale=CI_SCALE) + math.log(STEP)
-    return prior
 
 
 @functools.cache
@@ -106,7 +100,8 @@ def harm_evidence(loglik: np.ndarray, tolerance: float = 1.0, increase: bool = T
     the harmful direction keeps the power that their common complement would lose.
     """
     null = _index(math.log(tolerance))
-    return math.exp(min(_log_mix(loglik, _harm_prior(null, increase)) - float(loglik[null]), 700.0))
+    log_e = _log_mix(loglik, _harm_prior(null, increase)) - float(loglik[null])
+    return math.exp(min(log_e, 700.0)) if math.isfinite(log_e) else 0.0
 
 
 def mismatch_evidence(loglik: np.ndarray) -> float:
@@ -122,11 +117,36 @@ def estimate(loglik: np.ndarray) -> float:
     return math.exp(float(GRID[int(np.argmax(loglik))]))
 
 
-def confidence_interval(loglik: np.ndarray, alpha: float) -> tuple[float, float]:
-    """Always-valid ``1 - alpha`` interval of ``theta``: the ``theta0`` not rejected at ``1/alpha``."""
-    log_e = special.logsumexp(loglik[:, None] + _ci_prior(), axis=0) - loglik
-    kept = np.nonzero(log_e < math.log(1 / alpha))[0]
-    if kept.size == 0:  # everything rejected: report the estimate alone
+@functools.cache
+def _harm_priors(increase: bool) -> np.ndarray:
+    """Every tolerance's harm prior at once: row = tolerance index, column = alternative."""
+    return np.stack([_harm_prior(null, increase) for null in range(len(GRID))])
+
+
+def _all_harm_log_evidence(loglik: np.ndarray, increase: bool) -> np.ndarray:
+    """``log E`` of the harm test at every tolerance on the grid (-inf where no alternative)."""
+    terms = loglik[None, :] + _harm_priors(increase)
+    top = terms.max(axis=1)
+    finite = np.isfinite(top)
+    sums = np.exp(terms[finite] - top[finite, None]).sum(axis=1)
+    result = np.full(len(GRID), -np.inf)
+    result[finite] = top[finite] + np.log(sums) - loglik[finite]
+    return result
+
+
+def confidence_interval(loglik: np.ndarray, bound: float) -> tuple[float, float]:
+    """Always-valid interval of ``theta``: every ``theta0`` that neither one-sided harm test
+    (more than ``theta0``, less than ``theta0``) rejects at ``bound``.
+
+    Built from the very tests the decision uses, so a rollback (evidence >= bound at
+    the tolerance) always comes with an interval that excludes the tolerance; its
+    coverage is at least ``1 - 2 / bound``.
+    """
+    limit = math.log(bound)
+    kept = np.nonzero(
+        (_all_harm_log_evidence(loglik, True) < limit) & (_all_harm_log_evidence(loglik, False) < limit)
+    )[0]
+    if kept.size == 0:  # cannot happen with a proper bound; report the estimate rather than nothing
         point = estimate(loglik)
         return point, point
     return math.exp(float(GRID[kept[0]])), math.exp(float(GRID[kept[-1]]))

@@ -130,10 +130,16 @@ def combine(assessments: list[model.MetricAssessment]) -> model.Verdict:
 def merge(name: str, parts: list[model.MetricAssessment]) -> model.MetricAssessment:
     """One metric judged by several analyses: the worst verdict speaks for it."""
     worst = combine(parts)
-    chosen = next(a for a in parts if a.verdict is worst)
+    # Among equals the later analysis speaks: it is the more specific (the evidence, not a value);
+    # a rollback names every rule that failed.
+    equals = [a for a in parts if a.verdict is worst]
+    chosen = equals[-1]
+    reason = "; ".join(a.reason for a in equals) if worst is model.Verdict.FAIL else chosen.reason
     extra: dict[str, Any] = {}
     for part in parts:
         extra.update(part.extra)
+    # The metric's own values (a p95 in ms, an error rate) as the first analysis measured them.
+    valued = next((a for a in parts if a.baseline is not None or a.candidate is not None), chosen)
     return model.MetricAssessment(
-        name, worst, chosen.reason, baseline=chosen.baseline, candidate=chosen.candidate, extra=extra
+        name, worst, reason, baseline=valued.baseline, candidate=valued.candidate, extra=extra
     )

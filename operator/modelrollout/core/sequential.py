@@ -72,10 +72,10 @@ class SequentialTests:
         )
         max_e = max(e_value, float(memory.get("maxEvidence", 1.0)))
         effect = evidence.estimate(loglik)
-        low, high = evidence.confidence_interval(loglik, experiment.analysis.alpha)
+        bound = 1 / alpha
+        low, high = evidence.confidence_interval(loglik, bound)
         memory.update(loglik=evidence.to_list(loglik), totals=totals, maxEvidence=max_e)
 
-        bound = 1 / alpha
         base_rate = totals[0] / totals[1] if totals[1] else 0.0
         cand_rate = totals[2] / totals[3] if totals[3] else 0.0
         words = (
@@ -125,15 +125,24 @@ def _bad_events(
 
 
 def _choose_edge(histogram: model.Histogram | None, quantile: float) -> float | None:
-    """The smallest finite bucket edge holding at least ``quantile`` of the baseline's requests."""
+    """The finite bucket edge whose share of slower baseline requests is nearest ``1 - quantile``.
+
+    Nearest in ratio: Istio's buckets are coarse (100, 250, 500 ms...), and the edge at
+    or above the p95 may leave almost no slow requests to count -- a test without events.
+    """
     if not histogram or histogram[-1][1] < MIN_EDGE_REQUESTS:
         return None
     total = histogram[-1][1]
-    finite = [(le, count) for le, count in histogram if math.isfinite(le)]
-    for le, count in finite:
-        if count >= quantile * total:
-            return le
-    return finite[-1][0] if finite else None
+    target = 1 - quantile
+    best: tuple[float, float] | None = None
+    for le, count in histogram:
+        slower = (total - count) / total
+        if not math.isfinite(le) or slower <= 0:
+            continue
+        distance = abs(math.log(slower / target))
+        if best is None or distance < best[0]:
+            best = (distance, le)
+    return best[1] if best is not None else None
 
 
 def _slower_than(histogram: model.Histogram, edge: float) -> model.Counts:

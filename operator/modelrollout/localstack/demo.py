@@ -81,11 +81,22 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         print(f"\n{final['phase']}: {final.get('message', '')}")
         for workload, observed in seen.items():
             print(f"  {workload}: {observed.requests} requests served, {observed.errors} errors")
-        vs = local.virtual_service(NAMESPACE, "churn")
-        route = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
-        weights = ", ".join(f"{d['destination']['subset']} {d.get('weight', 100)}%" for d in route["route"])
+        weights = ", ".join(f"{subset} {weight}%" for subset, weight in _settled_route(local, final).items())
         print(f"  VirtualService churn, route primary: {weights}")
         return 0 if final["phase"] == scenario.expected else 1
+
+
+def _settled_route(local: stack.LocalStack, final: dict[str, Any], timeout: float = 10.0) -> dict[str, int]:
+    """Route ``primary`` once it holds the final weights (the status is written just before)."""
+    wanted = {"v1": final["weights"].get("churn-v1"), "v2": final["weights"].get("churn-v2")}
+    deadline = time.monotonic() + timeout
+    while True:
+        vs = local.virtual_service(NAMESPACE, "churn")
+        route = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+        weights = {d["destination"]["subset"]: d.get("weight", 100) for d in route["route"]}
+        if weights == wanted or time.monotonic() > deadline:
+            return weights
+        time.sleep(0.1)
 
 
 def _line(elapsed: float, status: dict[str, Any]) -> str:

@@ -110,8 +110,9 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         while True:
             if self._running_process().poll() is not None:
-                raise RuntimeError(f"prometheus exited with code {self._running_process().returncode}:\n"
-                                   f"{self.log_text()}")
+                raise RuntimeError(
+                    f"prometheus exited with code {self._running_process().returncode}:\n{self.log_text()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as response:
                     if response.status == 200:
