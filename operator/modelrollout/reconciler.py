@@ -118,11 +118,9 @@ class Reconciler:
         metrics: tuple[model.MetricSample, ...] | None = None
         requests: dict[str, ports.QueryResult] | None = None
         if canary.evaluation_due(experiment, state, now):
+            window, now = evaluation_window(state, experiment.canary.interval, now)
             provider = self.providers(experiment.prometheus)
-            metrics, requests = measure.measure(
-                experiment, meta["name"], meta["namespace"], provider, experiment.canary.interval
-            )
-            now = self.clock()  # the decision happens after the queries returned
+            metrics, requests = measure.measure(experiment, meta["name"], meta["namespace"], provider, window)
         obs = model.Observation(weights, annotations, generation, metrics, requests)
         return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights
 
@@ -159,6 +157,23 @@ class Reconciler:
             self.router.finalize(target)
         if decision.weights is not None and (routes is None or dict(routes) != dict(decision.weights)):
             self.router.set_routes(target, decision.weights)
+
+
+def evaluation_window(
+    state: model.State, interval: datetime.timedelta, now: datetime.datetime
+) -> tuple[datetime.timedelta, datetime.datetime]:
+    """The window to measure and the time it ends: whole seconds since the last evaluation.
+
+    Windows tile without overlap -- a sequential test must never count the same
+    requests twice (a tick may come early or late) -- and a gap, e.g. while the
+    operator was down, is measured in full rather than lost.
+    """
+    last = state.last_evaluated_at or state.step_started_at
+    if last is None or last > now:
+        return interval, now
+    seconds = max(int((now - last).total_seconds()), 1)
+    window = datetime.timedelta(seconds=seconds)
+    return window, last + window
 
 
 def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> ports.RouteTarget:

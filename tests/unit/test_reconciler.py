@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import re
 
 import pytest
 
 from modelrollout import ports, reconciler, spec
+from modelrollout.core import model
 from modelrollout.providers.scripted import ScriptedProvider
 from modelrollout.routers.memory import InMemoryRouter
 
@@ -248,3 +250,29 @@ def test_ticks_without_changes_write_nothing():
     h.now = T0 + datetime.timedelta(seconds=5)  # woken early: nothing is due
     h.reconciler.tick(NS, "churn-v2")
     assert (h.store.status_writes, len(h.router.writes)) == writes
+
+
+def test_evaluation_windows_tile_without_overlap():
+    state = model.State(last_evaluated_at=T0, step_started_at=T0)
+    window, end = reconciler.evaluation_window(
+        state, datetime.timedelta(seconds=10), T0 + datetime.timedelta(seconds=14.7)
+    )
+    assert window == datetime.timedelta(seconds=14) and end == T0 + window  # the gap is measured, in full
+    nxt, _ = reconciler.evaluation_window(
+        dataclasses.replace(state, last_evaluated_at=end),
+        datetime.timedelta(seconds=10),
+        end + datetime.timedelta(seconds=9.2),
+    )
+    assert nxt == datetime.timedelta(seconds=9)  # an early tick measures only what is new
+    first, at = reconciler.evaluation_window(model.State(), datetime.timedelta(seconds=10), T0)
+    assert (first, at) == (datetime.timedelta(seconds=10), T0)
+
+
+def test_queries_measure_the_time_since_the_last_evaluation():
+    h = Harness(experiment())
+    h.tick()  # starts: step 1
+    h.now += datetime.timedelta(seconds=2.5)  # the tick comes late
+    h.provider.queries.clear()
+    h.tick()
+    assert h.provider.queries and all("[12s]" in q for q in h.provider.queries if "[" in q)
+    assert h.status["lastEvaluatedAt"] == "2026-11-23T10:00:12Z"  # started at T0, 12 whole seconds
