@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelrollout import measure, ports, spec, status
-from modelrollout.core import canary, guardrails, model
+from modelrollout.core import canary, guardrails, model, planning, sequential
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class Reconciler:
             body = self.experiments.get(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return None
-            decision, experiment, routes = self._decide(body)
-            self._act(body, decision, experiment, routes)
+            decision, experiment, routes, plan = self._decide(body)
+            self._act(body, decision, experiment, routes, plan)
             return decision.requeue_after.total_seconds()
 
     def finalize(self, body: Mapping[str, Any]) -> str:
@@ -94,8 +94,9 @@ class Reconciler:
 
     def _decide(
         self, body: Mapping[str, Any]
-    ) -> tuple[model.Decision, spec.ExperimentSpec | None, dict[str, int] | None]:
-        """The decision, the parsed spec (None if invalid) and the split the routes hold."""
+    ) -> tuple[model.Decision, spec.ExperimentSpec | None, dict[str, int] | None, str | None]:
+        """The decision, the parsed spec (None if invalid), the split the routes hold, and
+        -- at the experiment's first evaluation -- what its plan can detect."""
         meta = body.get("metadata", {})
         state = status.parse_state(body.get("status"))
         annotations = meta.get("annotations") or {}
@@ -105,24 +106,27 @@ class Reconciler:
             self.providers(experiment.prometheus)  # no Prometheus to ask is a spec problem, found up front
         except spec.SpecError as e:
             obs = model.Observation(None, annotations, generation)
-            return canary.reject_spec(state, obs, str(e)), None, None
+            return canary.reject_spec(state, obs, str(e)), None, None, None
 
         target = route_target(experiment, body)
         try:
             weights = self.router.get_routes(target).weights()
         except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
             obs = model.Observation(None, annotations, generation)
-            return canary.blocked(experiment, state, obs, e.reason, str(e)), experiment, None
+            return canary.blocked(experiment, state, obs, e.reason, str(e)), experiment, None, None
 
         now = self.clock()
         metrics: tuple[model.MetricSample, ...] | None = None
         requests: dict[str, ports.QueryResult] | None = None
+        plan: str | None = None
         if canary.evaluation_due(experiment, state, now):
             window, now = evaluation_window(state, experiment.canary.interval, now)
             provider = self.providers(experiment.prometheus)
             metrics, requests = measure.measure(experiment, meta["name"], meta["namespace"], provider, window)
+            if not (body.get("status") or {}).get("plan"):
+                plan = plan_summary(experiment, metrics, requests, window)
         obs = model.Observation(weights, annotations, generation, metrics, requests)
-        return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights
+        return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights, plan
 
     def _act(
         self,
@@ -130,12 +134,16 @@ class Reconciler:
         decision: model.Decision,
         experiment: spec.ExperimentSpec | None,
         routes: Mapping[str, int] | None,
+        plan: str | None = None,
     ) -> None:
         meta = body.get("metadata", {})
         namespace, name = meta["namespace"], meta["name"]
         previous = body.get("status") or {}
         candidate = experiment.the_candidate.workload if experiment is not None else ""
         new_status = status.render(decision, previous, self.clock(), candidate)
+        restarted = any(event.reason == "Restarted" for event in decision.events)
+        if plan or (previous.get("plan") and not restarted):
+            new_status["plan"] = plan or previous["plan"]
         if new_status != previous:
             self.experiments.patch_status(namespace, name, _with_removals(previous, new_status))
 
@@ -157,6 +165,44 @@ class Reconciler:
             self.router.finalize(target)
         if decision.weights is not None and (routes is None or dict(routes) != dict(decision.weights)):
             self.router.set_routes(target, decision.weights)
+
+
+def plan_summary(
+    experiment: spec.ExperimentSpec,
+    metrics: Sequence[model.MetricSample],
+    requests: Mapping[str, ports.QueryResult],
+    window: datetime.timedelta,
+) -> str | None:
+    """What this plan detects with 80 % power at the traffic of the first evaluation."""
+    total = sum(r.value for r in requests.values() if r.ok and r.value)
+    if total <= 0:
+        return None
+    guardrails = sum(1 for m in experiment.metrics if sequential.is_sequential(m))
+    base = planning.Plan(
+        rate=total / window.total_seconds(),
+        steps=experiment.canary.steps,
+        step_duration=experiment.canary.step_duration,
+        interval=experiment.canary.interval,
+        baseline_rate=planning.SLOW_SHARE,
+        alpha=experiment.analysis.alpha,
+        guardrails=max(guardrails, 1),
+        min_samples=experiment.canary.min_samples,
+    )
+    found: list[str] = []
+    for metric, sample in zip(experiment.metrics, metrics, strict=True):
+        if metric.builtin is spec.Builtin.ERROR_RATE and sample.counts:
+            counts = sample.counts.get(experiment.baseline.workload)
+            if counts is None or counts.events <= 0 or counts.total <= 0:
+                continue  # no errors yet: nothing to scale an increase from
+            plan = dataclasses.replace(base, baseline_rate=counts.events / counts.total)
+            what = "error rate"
+        elif metric.builtin in (spec.Builtin.LATENCY_P95, spec.Builtin.LATENCY_P99):
+            plan, what = planning.latency_plan(base), "slow requests"
+        else:
+            continue
+        effect = planning.minimum_detectable_effect(plan, 0.8, runs=400, seed=0, precision=0.05, max_looks=10)
+        found.append(f"{planning.increase(effect)} {what}" if effect else f"not even 32x {what}")
+    return f"this plan detects >= {', '.join(found)} (80% power)" if found else None
 
 
 def evaluation_window(

@@ -800,7 +800,7 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "stepStartedAt": "string", "decision": "string", "message": "string", "samples": "object",
         "weights": "object", "metrics": "array", "conditions": "array", "failedChecks": "integer",
         "noDataChecks": "integer", "stepChecks": "integer", "lastEvaluatedAt": "string", "gates": "object",
-        "history": "array", "outcome": "string", "objective": "object", "reason": "string",
+        "history": "array", "outcome": "string", "objective": "object", "reason": "string", "plan": "string",
         "analysisState": "object",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected

@@ -276,3 +276,14 @@ def test_queries_measure_the_time_since_the_last_evaluation():
     h.tick()
     assert h.provider.queries and all("[12s]" in q for q in h.provider.queries if "[" in q)
     assert h.status["lastEvaluatedAt"] == "2026-11-23T10:00:12Z"  # started at T0, 12 whole seconds
+
+
+def test_the_first_evaluation_states_what_the_plan_can_detect():
+    h = Harness(experiment(metrics=[{"name": "error-rate", "builtin": "error-rate"}]))
+    h.tick()
+    assert "plan" not in h.status  # nothing measured yet
+    h.tick()
+    plan = h.status["plan"]
+    assert plan.startswith("this plan detects >= +") and plan.endswith("error rate (80% power)")
+    h.tick()
+    assert h.status["plan"] == plan  # computed once, kept

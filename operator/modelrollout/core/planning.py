@@ -22,12 +22,15 @@ effect (common random numbers), and the evidence only grows with them: a
 bisection over the effect sees a (nearly) monotone curve and returns the same
 answer on every call.
 
-Assumptions, all on the conservative side (the real operator has at least as
-much power): ``failureLimit`` 1, ``minSamples`` reached within each step (the
-operator waits longer otherwise), one guardrail's evidence decides whether a
+A step lasts ``step_duration``, or longer until each variant is expected to have
+served ``minSamples`` requests (the expected pace, not the random one).  Other
+assumptions are on the conservative side (the real operator has at least as
+much power): ``failureLimit`` 1, one guardrail's evidence decides whether a
 step is held (any guardrail's may), constant base rate.  Steps longer than
 ``MAX_LOOKS`` intervals are simulated in ``MAX_LOOKS`` blocks of consecutive
-intervals, each checked once -- fewer looks, so slightly less power.
+intervals, each checked once -- fewer looks, so slightly less power.  Not
+simulated: intervals without requests for a variant, which the operator counts
+as no data (:func:`report` notes when they are likely).
 
 Latency uses the same test on "slow requests" (those above the baseline's
 bucket edge near its p95): plan it with the slow share (about 0.05) as the
@@ -50,9 +53,10 @@ from modelrollout.core import evidence
 from modelrollout.core.canary import MAX_STEP_EXTENSION
 from modelrollout.durations import format_duration
 
-MAX_LOOKS = 60  # evaluations per step duration simulated one by one; longer steps go in blocks
+MAX_LOOKS = 30  # evaluations per step simulated one by one; longer steps go in blocks (power -1 % at most)
 EFFECT_RANGE = (1.01, 32.0)  # searched rate ratios; 32 is the end of evidence.GRID
 LONGEST_STEP = datetime.timedelta(hours=24)  # required_step_duration searches up to this
+MIN_SAMPLES = 100  # spec.canary.minSamples' default: requests per variant a step needs
 SLOW_SHARE = 0.05  # share of baseline requests above the latency edge (the operator aims at p95)
 _EPS = 1e-9
 
@@ -75,7 +79,8 @@ class Plan:
     ``baseline_rate``: the baseline's share of bad events (errors, or slow requests for latency);
     ``guardrails``: sequential guardrails sharing ``alpha`` (the rollback bound is
     ``guardrails / alpha``); ``tolerance``: ``1 + maxRelativeIncrease``; ``warmup_intervals``:
-    intervals at the start that add no evidence (latency: the one that places the bucket edge).
+    intervals at the start that add no evidence (latency: the one that places the bucket edge);
+    ``min_samples``: requests per variant a step needs before it may end (``minSamples``).
     """
 
     rate: float
@@ -87,6 +92,7 @@ class Plan:
     guardrails: int = 2
     tolerance: float = 1.0
     warmup_intervals: int = 0
+    min_samples: int = MIN_SAMPLES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))  # hashable, and nobody mutates it
@@ -113,6 +119,8 @@ class Plan:
             raise PlanError("tolerance", f"must be a ratio in [1, 32) (got {self.tolerance})")
         if self.warmup_intervals < 0:
             raise PlanError("warmup_intervals", f"must be >= 0 (got {self.warmup_intervals})")
+        if self.min_samples < 0:
+            raise PlanError("min_samples", f"must be >= 0 (got {self.min_samples})")
 
     @property
     def bound(self) -> float:
@@ -126,8 +134,15 @@ class Plan:
 
     @property
     def intervals_per_step(self) -> int:
-        """Evaluations a step gets when nothing holds it (the first one comes an interval in)."""
+        """Evaluations ``step_duration`` gives a step (the first one comes an interval in)."""
         return max(1, math.ceil(self.step_duration / self.interval - _EPS))
+
+    def step_intervals(self, weight: int) -> int:
+        """Evaluations a step at ``weight`` % gets unless evidence holds it: ``step_duration``, or
+        longer until each variant is expected to have served ``min_samples`` requests."""
+        per_interval = self.rate * min(weight, 100 - weight) / 100 * self.interval.total_seconds()
+        needed = math.ceil(self.min_samples / per_interval - _EPS) if per_interval > 0 else 0
+        return max(self.intervals_per_step, needed)
 
     def with_step_duration(self, duration: datetime.timedelta) -> Plan:
         return dataclasses.replace(self, step_duration=duration)
@@ -141,10 +156,22 @@ def latency_plan(plan: Plan, slow_share: float = SLOW_SHARE) -> Plan:
     return dataclasses.replace(plan, baseline_rate=slow_share, warmup_intervals=1)
 
 
-def requests_per_step(plan: Plan) -> list[tuple[int, float, float]]:
-    """Per tested step: (candidate weight, expected candidate requests, expected baseline requests)."""
-    seconds = plan.intervals_per_step * plan.interval.total_seconds()
-    return [(w, plan.rate * w / 100 * seconds, plan.rate * (100 - w) / 100 * seconds) for w in plan.tested_steps]
+def requests_per_step(plan: Plan) -> list[tuple[int, float, float, datetime.timedelta]]:
+    """Per tested step: weight, expected candidate and baseline requests, and how long it lasts
+    unless evidence holds it (``step_duration``, or longer to reach ``min_samples``)."""
+    rows = []
+    for w in plan.tested_steps:
+        intervals = plan.step_intervals(w)
+        seconds = intervals * plan.interval.total_seconds()
+        rows.append(
+            (
+                w,
+                plan.rate * w / 100 * seconds,
+                plan.rate * (100 - w) / 100 * seconds,
+                plan.interval * intervals,
+            )
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- the statistic, vectorised
@@ -198,56 +225,64 @@ def _null_index(tolerance: float) -> int:
 # --------------------------------------------------------------------------- Monte Carlo
 
 
-def _blocks(plan: Plan) -> tuple[np.ndarray, int]:
-    """Intervals per look within a step, up to the longest hold; and the looks a step has unheld.
+def _blocks(plan: Plan, max_looks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The looks of each tested step: intervals per look (steps x looks, zero-padded), the looks a
+    step has before it may end, and the looks it has at most (held while evidence is suspicious).
 
-    The operator holds a step while evidence is suspicious, up to ``MAX_STEP_EXTENSION``
-    step durations.  A step of more than ``MAX_LOOKS`` intervals is looked at in
-    ``MAX_LOOKS`` blocks of consecutive intervals (and its extension proportionally).
+    The operator holds a step while evidence is suspicious until ``MAX_STEP_EXTENSION`` step
+    durations have passed.  More than ``max_looks`` intervals before a step may end are looked
+    at in ``max_looks`` blocks of consecutive intervals (and the extension proportionally).
     """
-    end = plan.intervals_per_step
-    longest = max(end, math.ceil(MAX_STEP_EXTENSION * plan.step_duration / plan.interval - _EPS))
 
-    def split(intervals: int, looks: int) -> np.ndarray:
+    def split(intervals: int, looks: int) -> list[int]:
         edges = np.round(np.linspace(0, intervals, looks + 1)).astype(int)
-        return np.diff(edges)
+        return [int(v) for v in np.diff(edges)]
 
-    looks = min(end, MAX_LOOKS)
-    extra = longest - end
-    extra_looks = min(extra, max(1, round(extra * looks / end))) if extra else 0
-    sizes = np.concatenate([split(end, looks), split(extra, extra_looks)]) if extra else split(end, looks)
-    return sizes, looks
+    held = math.ceil(MAX_STEP_EXTENSION * plan.step_duration / plan.interval - _EPS)
+    per_step: list[list[int]] = []
+    ends: list[int] = []
+    for weight in plan.tested_steps:
+        end = plan.step_intervals(weight)
+        looks = min(end, max_looks)
+        extra = max(held - end, 0)
+        extra_looks = min(extra, max(1, round(extra * looks / end))) if extra else 0
+        per_step.append(split(end, looks) + (split(extra, extra_looks) if extra else []))
+        ends.append(looks)
+    width = max(len(sizes) for sizes in per_step)
+    table = np.zeros((len(per_step), width), dtype=np.int64)
+    for index, sizes in enumerate(per_step):
+        table[index, : len(sizes)] = sizes
+    return table, np.array(ends), np.array([len(sizes) for sizes in per_step])
 
 
-def _simulate(plan: Plan, effect: float, runs: int, seed: int) -> np.ndarray:
+def _simulate(plan: Plan, effect: float, runs: int, seed: int, max_looks: int) -> np.ndarray:
     """Per run, whether the harm evidence crossed the bound before promotion."""
     tested = plan.tested_steps
     detected = np.zeros(runs, dtype=bool)
     if not tested:
         return detected
-    sizes, unheld_looks = _blocks(plan)
-    looks = len(sizes)
-    seconds = sizes.astype(float) * plan.interval.total_seconds()
+    sizes, ends, lasts = _blocks(plan, max_looks)
+    width = sizes.shape[1]
 
     # Every draw depends on the seed and the traffic only: common random numbers across effects.
     rng = np.random.default_rng(seed)
-    shape = (len(tested), looks, runs)
+    shape = (len(tested), width, runs)
     n_cand = np.empty(shape)
     n_base = np.empty(shape)
     x_base = np.empty(shape)
     uniform = np.empty(shape)
-    for s, weight in enumerate(tested):
-        live = seconds.copy()
-        if s == 0 and plan.warmup_intervals:  # warm-up intervals add no evidence
-            warm = plan.warmup_intervals * plan.interval.total_seconds()
-            for b in range(looks):
-                taken = min(warm, live[b])
-                live[b] -= taken
-                warm -= taken
-        n_cand[s] = rng.poisson((plan.rate * weight / 100 * live)[:, None], size=(looks, runs))
-        n_base[s] = rng.poisson((plan.rate * (100 - weight) / 100 * live)[:, None], size=(looks, runs))
-        x_base[s] = rng.binomial(n_base[s].astype(np.int64), plan.baseline_rate)
-        uniform[s] = rng.random((looks, runs))
+    warm = plan.warmup_intervals
+    for index, weight in enumerate(tested):
+        live = sizes[index].copy()
+        for b in range(width):  # warm-up intervals (at the very start) add no evidence
+            taken = min(warm, int(live[b]))
+            live[b] -= taken
+            warm -= taken
+        seconds = live * plan.interval.total_seconds()
+        n_cand[index] = rng.poisson((plan.rate * weight / 100 * seconds)[:, None], size=(width, runs))
+        n_base[index] = rng.poisson((plan.rate * (100 - weight) / 100 * seconds)[:, None], size=(width, runs))
+        x_base[index] = rng.binomial(n_base[index].astype(np.int64), plan.baseline_rate)
+        uniform[index] = rng.random((width, runs))
     np.maximum(uniform, 1e-12, out=uniform)  # ppf(0) is -1
 
     null = _null_index(plan.tolerance)
@@ -275,9 +310,9 @@ def _simulate(plan: Plan, effect: float, runs: int, seed: int) -> np.ndarray:
         log_e = _log_mix(loglik[active], log_prior)
         crossed = log_e >= log_bound
         detected[active[crossed]] = True
-        done = j + 1 >= unheld_looks
-        extended = j + 1 >= looks
-        advance = ~crossed & done & ((log_e < log_suspicious) | extended)
+        may_end = j + 1 >= ends[s]
+        extended = j + 1 >= lasts[s]
+        advance = ~crossed & may_end & ((log_e < log_suspicious) | extended)
         stay = ~crossed & ~advance
         step[active[advance]] += 1
         look[active[advance]] = 0
@@ -287,35 +322,46 @@ def _simulate(plan: Plan, effect: float, runs: int, seed: int) -> np.ndarray:
     return detected
 
 
-def detection_probability(plan: Plan, effect: float, runs: int = 2000, seed: int = 0) -> float:
+def detection_probability(
+    plan: Plan, effect: float, runs: int = 2000, seed: int = 0, *, max_looks: int = MAX_LOOKS
+) -> float:
     """Probability that the operator rolls back a candidate whose bad-event rate is ``effect``
-    times the baseline's, before the plan reaches 100 % (Monte Carlo, ``runs`` replications)."""
+    times the baseline's, before the plan reaches 100 % (Monte Carlo, ``runs`` replications;
+    steps longer than ``max_looks`` intervals are looked at in that many blocks)."""
     if not (math.isfinite(effect) and effect > 0):
         raise PlanError("effect", f"must be a positive rate ratio (got {effect})")
     if runs < 1:
         raise PlanError("runs", f"must be >= 1 (got {runs})")
-    return float(_simulate(plan, effect, runs, seed).mean())
+    if max_looks < 1:
+        raise PlanError("max_looks", f"must be >= 1 (got {max_looks})")
+    return float(_simulate(plan, effect, runs, seed, max_looks).mean())
 
 
 def minimum_detectable_effect(
-    plan: Plan, power: float = 0.8, runs: int = 2000, seed: int = 0, precision: float = 0.01
+    plan: Plan,
+    power: float = 0.8,
+    runs: int = 2000,
+    seed: int = 0,
+    precision: float = 0.01,
+    *,
+    max_looks: int = MAX_LOOKS,
 ) -> float | None:
     """The smallest rate ratio (1.6 = +60 %) detected with probability >= ``power``.
 
     Bisection on ``log(effect)`` over ``EFFECT_RANGE`` until the bracket is narrower than
     ``precision`` (relative); the answer is the bracket's upper end, an effect that was
     shown to be detected.  None when even 32x is not: too little traffic for this plan.
+    (The lower end is not tried first: it is the costliest call, and the bisection
+    converges onto it anyway when it is detected.)
     """
     _check_power(power)
     low, high = EFFECT_RANGE
 
     def detected(effect: float) -> bool:
-        return detection_probability(plan, effect, runs, seed) >= power
+        return detection_probability(plan, effect, runs, seed, max_looks=max_looks) >= power
 
     if not detected(high):
         return None
-    if detected(low):
-        return low
     lo, hi = math.log(low), math.log(high)
     while hi - lo > math.log1p(precision):
         mid = (lo + hi) / 2
@@ -323,7 +369,7 @@ def minimum_detectable_effect(
             hi = mid
         else:
             lo = mid
-    return round(math.exp(hi), 4)
+    return math.ceil(math.exp(hi) * 1e4) / 1e4  # rounded up: never below the effect shown
 
 
 def required_step_duration(
@@ -335,19 +381,26 @@ def required_step_duration(
     longest: datetime.timedelta = LONGEST_STEP,
 ) -> datetime.timedelta | None:
     """The shortest step duration, a whole number of intervals, at which ``effect`` is detected
-    with probability >= ``power``; None if even ``longest`` is not enough."""
+    with probability >= ``power``; None if even ``longest`` is not enough.
+
+    Exact to the interval up to 50 intervals; beyond, within 2 % (an hour-long step need not
+    be known to ten seconds).  The returned duration was itself shown to reach ``power``.
+    """
     _check_power(power)
     most = max(1, math.floor(longest / plan.interval + _EPS))
 
     def detected(intervals: int) -> bool:
-        return detection_probability(plan.with_step_duration(plan.interval * intervals), effect, runs, seed) >= power
+        return (
+            detection_probability(plan.with_step_duration(plan.interval * intervals), effect, runs, seed)
+            >= power
+        )
 
     if not detected(most):
         return None
     failed, ok = 0, 1
     while ok < most and not detected(ok):  # doubling: most plans need few intervals
         failed, ok = ok, min(2 * ok, most)
-    while ok - failed > 1:
+    while ok - failed > max(1, ok // 50):  # to the interval, or within 2 % for long steps
         mid = (failed + ok) // 2
         if detected(mid):
             ok = mid
@@ -376,10 +429,11 @@ def plan_summary(plan: Plan, what: str = "error rate", power: float = 0.8) -> st
     """One sentence for status when an experiment starts, e.g.
     "this plan detects >= +60 % error rate (80 % power)".
 
-    Fast enough to call once per experiment (400 runs, 5 % precision, about 0.1 s) and
-    cached per plan; coarser than ``modelrollout plan``, which it agrees with within that.
+    Fast enough to call once per experiment (400 runs, 5 % precision, long steps in 10
+    blocks: about 0.1-0.2 s) and cached per plan; coarser than ``modelrollout plan``, which
+    it agrees with to within that precision and the Monte Carlo error of 400 runs.
     """
-    found = minimum_detectable_effect(plan, power, runs=400, seed=0, precision=0.05)
+    found = minimum_detectable_effect(plan, power, runs=400, seed=0, precision=0.05, max_looks=10)
     if found is None:
         return f"this plan cannot detect even a 32-fold {what} (too little traffic per step)"
     return f"this plan detects >= {increase(found)} {what} ({power * 100:.0f} % power)"
@@ -422,16 +476,48 @@ def report(
             "interval": format_duration(plan.interval),
             "alpha": plan.alpha,
             "guardrails": plan.guardrails,
+            "minSamples": plan.min_samples,
             "bound": plan.bound,
             "power": power,
             "runs": runs,
             "seed": seed,
         },
         "requestsPerStep": [
-            {"weight": w, "candidate": round(c, 1), "baseline": round(b, 1)} for w, c, b in requests_per_step(plan)
+            {"weight": w, "candidate": round(c, 1), "baseline": round(b, 1), "duration": format_duration(d)}
+            for w, c, b, d in requests_per_step(plan)
         ],
         "metrics": rows,
+        "notes": _notes(plan),
     }
+
+
+def _notes(plan: Plan) -> list[str]:
+    """What a reader of the numbers should know about this plan."""
+    notes: list[str] = []
+    if not plan.tested_steps:
+        notes.append("no step before 100 %: the candidate is promoted without being tested")
+    longer = [
+        f"{index} ({weight} %)"
+        for index, weight in enumerate(plan.tested_steps, start=1)
+        if plan.step_intervals(weight) > plan.intervals_per_step
+    ]
+    if longer:
+        which = f"step {longer[0]} lasts" if len(longer) == 1 else f"steps {', '.join(longer)} last"
+        notes.append(
+            f"{which} longer than the step duration: the operator waits until each variant served "
+            f"minSamples ({plan.min_samples}) requests (simulated at the expected pace)"
+        )
+    for index, weight in enumerate(plan.tested_steps, start=1):
+        per_interval = plan.rate * min(weight, 100 - weight) / 100 * plan.interval.total_seconds()
+        if math.exp(-per_interval) > 0.01:  # more than 1 % of intervals without a request
+            who = "candidate" if weight <= 50 else "baseline"
+            notes.append(
+                f"step {index} ({weight} %) expects {per_interval:.2g} {who} requests per interval: an "
+                "interval without any is no data to the operator, and noDataLimit (5) of them in a row "
+                "roll back even a good candidate (not simulated here); lengthen the interval"
+            )
+            break
+    return notes
 
 
 def format_report(document: dict[str, Any]) -> str:
@@ -445,35 +531,37 @@ def format_report(document: dict[str, Any]) -> str:
         f"test: alpha {plan['alpha']:g} over {plan['guardrails']} guardrail(s): "
         f"rollback at evidence >= {plan['bound']:g}",
         "",
-        f"{'expected requests per step':<30}{'candidate':>12}{'baseline':>12}",
+        f"{'expected requests per step':<30}{'candidate':>12}{'baseline':>12}{'lasts':>10}",
     ]
     for index, row in enumerate(document["requestsPerStep"], start=1):
         label = f"  step {index} ({row['weight']} %)"
-        lines.append(f"{label:<30}{row['candidate']:>12,.0f}{row['baseline']:>12,.0f}")
+        counts = f"{row['candidate']:>12,.0f}{row['baseline']:>12,.0f}"
+        lines.append(f"{label:<30}{counts}{row['duration']:>10}")
     if not document["requestsPerStep"]:
         lines.append("  (no step before 100 %: nothing is tested)")
     lines.append("")
-    with_effect = any("effect" in row for row in document["metrics"])
-    header = f"{'metric':<24}{'baseline':>10}  {'detects (' + power + ' power)':<24}"
-    if with_effect:
-        effect = next(row["effect"] for row in document["metrics"])
-        header += f"{'P(detect x' + f'{effect:g})':<18}{'step needed for x' + f'{effect:g}':<22}"
+    effect = next((row["effect"] for row in document["metrics"] if "effect" in row), None)
+    header = f"{'metric':<22}{'baseline':>9}   {'detects (' + power + ' power)':<23}"
+    if effect is not None:
+        header += f"{'P(detect x' + f'{effect:g})':<15}step needed for x{effect:g} ({power})"
     lines.append(header)
     for row in document["metrics"]:
         mde = row["minimumDetectableEffect"]
         name = "error rate" if row["metric"] == "error-rate" else "latency (slow share)"
         detects = "nothing up to x32" if mde is None else f">= {increase(mde)}"
-        line = f"{name:<24}{_share(row['baselineRate']):>10}  {detects:<24}"
+        line = f"{name:<22}{_share(row['baselineRate']):>9}   {detects:<23}"
         if "effect" in row:
             needed = row["requiredStepDuration"] or "more than 24h"
-            line += f"{row['detectionProbability'] * 100:>5.1f} %{'':<11}{needed:<22}"
-        lines.append(line.rstrip())
+            line += f"{_share(row['detectionProbability']):<15}{needed}"
+        lines.append(line)
     if any(row["metric"] == "latency" for row in document["metrics"]):
         lines.append("")
         lines.append(
             "latency is tested on the share of requests slower than a bucket edge near the baseline's p95;"
         )
         lines.append("its effect is the ratio of slow shares, not of latencies.")
+    for note in document["notes"]:
+        lines.append(f"note: {note}")
     return "\n".join(lines)
 
 
