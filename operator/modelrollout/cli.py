@@ -1,4 +1,4 @@
-"""The ``modelrollout`` command: ``run`` the operator, or ``demo`` the whole loop locally."""
+"""The ``modelrollout`` command: ``run`` the operator, ``demo`` the loop locally, ``simulate`` decisions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 ENV_PROMETHEUS_URL = "MODELROLLOUT_PROMETHEUS_URL"
 
@@ -51,13 +52,199 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--rps", type=float, default=200.0, help="simulated requests per second")
     demo.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")
 
+    _add_simulate(commands)
+    _add_plan(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        sys.exit(_simulate(args))
+    if args.command == "plan":
+        sys.exit(_plan(args))
     if args.command == "run":
         _run(args)
     elif args.command == "demo":
         from modelrollout.localstack import demo as demo_module
 
         sys.exit(demo_module.main(args.scenario, rps=args.rps, timeout=args.timeout))
+
+
+def _add_simulate(commands: Any) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="replay a scenario many times through the decision core, in virtual time"
+    )
+    simulate.add_argument("scenario", metavar="SCENARIO.yaml", help="scenario file (docs/simulate.md)")
+    simulate.add_argument("--runs", type=int, default=1000, help="seeded replications (default 1000)")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of run 0; run i uses seed + i")
+    simulate.add_argument(
+        "--policy", default="modelrollout", help="modelrollout (default) | flagger | argo | kayenta"
+    )
+    simulate.add_argument("--workers", type=int, default=1, help="processes to run replications in")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from modelrollout.sim import engine, policies, scenario
+
+    if args.policy not in policies.NAMES:
+        print(f"unknown policy {args.policy!r}; choose one of: {', '.join(policies.NAMES)}", file=sys.stderr)
+        return 2
+    if args.runs < 1:
+        print("--runs must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        chosen = scenario.load(args.scenario)
+    except (OSError, scenario.ScenarioError) as e:
+        print(f"{args.scenario}: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    summary = engine.run(chosen, runs=args.runs, seed=args.seed, policy=args.policy, workers=args.workers)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        print(f"{args.scenario}: policy {args.policy}, seed {args.seed}")
+        print(summary.describe())
+        print(f"({args.runs} runs in {elapsed:.1f}s: {args.runs / elapsed:.0f} runs/s)")
+    return 0
+
+
+def _add_plan(commands: Any) -> None:
+    plan = commands.add_parser(
+        "plan", help="the smallest regression a rollout plan catches, and the step length a given one needs"
+    )
+    plan.add_argument("--rate", required=True, type=_flag(_positive), help="requests/s, both variants")
+    plan.add_argument(
+        "--steps", default="5,25,50,100", type=_flag(_steps), help="weights in %% (default 5,25,50,100)"
+    )
+    plan.add_argument("--interval", default="1m", type=_flag(_duration), help="default 1m")
+    plan.add_argument("--step-duration", type=_flag(_duration), help="minStepDuration (default: --interval)")
+    plan.add_argument("--baseline-error-rate", required=True, type=_flag(_share), help="e.g. 0.01")
+    plan.add_argument(
+        "--baseline-slow-share",
+        default=0.05,
+        type=_flag(_share),
+        help="baseline share of requests above the latency edge (default 0.05: the edge sits near the p95)",
+    )
+    plan.add_argument("--min-samples", default=100, type=_flag(_samples), help="minSamples (default 100)")
+    plan.add_argument("--alpha", default=0.05, type=_flag(_share), help="default 0.05")
+    plan.add_argument("--guardrails", default=2, type=_flag(_count), help="sequential guardrails (default 2)")
+    plan.add_argument("--effect", type=_flag(_ratio), help="a rate ratio to plan for, e.g. 2")
+    plan.add_argument("--power", default=0.8, type=_flag(_share), help="default 0.8")
+    plan.add_argument("--runs", default=2000, type=_flag(_count), help="Monte Carlo runs (default 2000)")
+    plan.add_argument("--seed", default=0, type=int, help="default 0")
+    plan.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from modelrollout.core import planning
+
+    try:
+        chosen = planning.Plan(
+            rate=args.rate,
+            steps=args.steps,
+            step_duration=args.step_duration or args.interval,
+            interval=args.interval,
+            baseline_rate=args.baseline_error_rate,
+            alpha=args.alpha,
+            guardrails=args.guardrails,
+            min_samples=args.min_samples,
+        )
+        document = planning.report(
+            chosen,
+            slow_share=args.baseline_slow_share,
+            effect=args.effect,
+            power=args.power,
+            runs=args.runs,
+            seed=args.seed,
+        )
+    except planning.PlanError as e:  # the flags were checked; this names the flag all the same
+        special = {"baseline_rate": "baseline-error-rate", "slow_share": "baseline-slow-share"}
+        flag = "--" + special.get(e.field, e.field.replace("_", "-"))
+        print(f"modelrollout plan: argument {flag}: {e.reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(document, indent=2) if args.json else planning.format_report(document))
+    return 0
+
+
+def _flag(convert: Any) -> Any:
+    """An argparse ``type``: argparse names the flag, the message says why and shows the value."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e} (got {text!r})") from None
+
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise ValueError("must be a number between 0 and 1 (exclusive)")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = _number(text)
+    if not 1 < value < float("inf"):
+        raise ValueError("must be a rate ratio above 1, e.g. 2 for twice the baseline's rate")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 1:
+        raise ValueError("must be a whole number >= 1")
+    return value
+
+
+def _samples(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 0:
+        raise ValueError("must be a whole number >= 0")
+    return value
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError("must be comma-separated whole percentages, e.g. 5,25,50,100") from None
+    if any(not 1 <= w <= 100 for w in steps) or any(steps[i] <= steps[i - 1] for i in range(1, len(steps))):
+        raise ValueError("must be increasing percentages in 1..100, e.g. 5,25,50,100")
+    return steps
+
+
+def _duration(text: str) -> Any:
+    from modelrollout import durations
+
+    return durations.parse_duration(text)
 
 
 def _run(args: argparse.Namespace) -> None:
