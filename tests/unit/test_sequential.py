@@ -265,3 +265,18 @@ def test_default_analyses_leave_relative_rules_of_count_metrics_to_the_sequentia
     decision = canary.decide(experiment, progressing(experiment), obs, T0 + 10 * S)
     assert decision.state.phase is Phase.PROGRESSING
     assert decision.assessments[0].verdict is not Verdict.FAIL
+
+
+def test_doubt_at_the_last_step_never_promotes():
+    experiment = make_spec(canary={"minSamples": 0}, metrics=STRICT)
+    long_ago = T0 - 100 * S  # far past twice the step duration
+    # 14 of 400 candidate requests fail vs 4 of 400: suspicious (E ~ 9), not conclusive.
+    doubt = healthy(error=(0.01, 0.035), total=800)
+    last = step(experiment, progressing(experiment, 3, step_started_at=long_ago), T0 + 10 * S, **doubt)
+    assert last.assessments[0].verdict is Verdict.INCONCLUSIVE
+    assert last.state.phase is Phase.PROGRESSING and last.state.step == 3  # held, not promoted
+    # At 25 %: 12 of 400 candidate requests fail vs 12 of 1200 (E ~ 14): suspicious too.
+    earlier = step(experiment, progressing(experiment, 2, step_started_at=long_ago), T0 + 10 * S,
+                   **healthy(error=(0.01, 0.03), total=1600))
+    assert earlier.assessments[0].verdict is Verdict.INCONCLUSIVE
+    assert earlier.state.step == 3  # an earlier step's hold is bounded

@@ -367,7 +367,10 @@ def _evaluate(
     state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
     assert state.step_started_at is not None  # set whenever a step starts
     extended = now - state.step_started_at >= experiment.canary.step_duration * MAX_STEP_EXTENSION
-    if verdict is Verdict.INCONCLUSIVE and not extended:
+    # Promotion needs a passing last check: doubt at the last step holds until it resolves
+    # (under no harm the evidence shrinks; under harm it crosses the bound).
+    last = state.step >= len(experiment.canary.steps) or experiment.canary.steps[state.step] == 100
+    if verdict is Verdict.INCONCLUSIVE and (last or not extended):
         message = f"{step_name}: not conclusive yet: {summary}"
         doubtful = dataclasses.replace(state, reason="Inconclusive", message=message, action=Action.CONTINUE)
         return model.Decision(
