@@ -77,7 +77,9 @@ class Reconciler:
         try:
             experiment = spec.parse_spec(body.get("spec"))
         except spec.SpecError:
-            return "invalid spec: no routes were ever changed by it"
+            # An invalid spec names no routes we could trust; before any step nothing moved,
+            # mid-rollout the traffic stays where it was held.
+            return "invalid spec: cannot tell which routes to restore; traffic left as it is"
         target = route_target(experiment, body)
         self.router.finalize(target)  # the routes as they were before the experiment
         try:
