@@ -193,16 +193,12 @@ def _start(
     weights = split(experiment, steps[0])
     message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {experiment.the_candidate.workload}"
     started = dataclasses.replace(
-        state,
+        _new_step_clock(state, now),
         phase=Phase.PROGRESSING,
         step=1,
         weights=weights,
-        step_started_at=now,
-        last_evaluated_at=now,
-        step_checks=0,
         failed_checks=0,
         no_data_checks=0,
-        samples={},
         reason="Started",
         message=message,
         action=Action.CONTINUE,
@@ -258,14 +254,12 @@ def _resume(state: State, now: datetime.datetime) -> State:
     if state.step == 0:
         return dataclasses.replace(state, phase=Phase.PENDING)
     # The step starts over in time and samples: what counts is a full step at these weights.
-    return dataclasses.replace(
-        state,
-        phase=Phase.PROGRESSING,
-        step_started_at=now,
-        last_evaluated_at=now,
-        step_checks=0,
-        samples={},
-    )
+    return dataclasses.replace(_new_step_clock(state, now), phase=Phase.PROGRESSING)
+
+
+def _new_step_clock(state: State, now: datetime.datetime) -> State:
+    """A step's time, evaluations and samples start now (a new step, or one resumed)."""
+    return dataclasses.replace(state, step_started_at=now, last_evaluated_at=now, step_checks=0, samples={})
 
 
 def _evaluate(
@@ -412,13 +406,9 @@ def _advance(
         f"step {step}/{len(steps)}: {weight}% of traffic to {experiment.the_candidate.workload} ({summary})"
     )
     advanced = dataclasses.replace(
-        state,
+        _new_step_clock(state, now),
         step=step,
         weights=weights,
-        step_started_at=now,
-        last_evaluated_at=now,
-        step_checks=0,
-        samples={},
         reason="StepAdvanced",
         message=message,
         action=Action.CONTINUE,
