@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from typing import Any
 
@@ -43,9 +44,28 @@ def main(argv: list[str] | None = None) -> None:
         help="do not coordinate with other operator replicas (kopf peering)",
     )
     run.add_argument(
-        "--liveness", metavar="URL", help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz"
+        "--peering",
+        metavar="NAME",
+        help="coordinate replicas through kopf's peering object NAME: only the highest priority acts",
     )
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument(
+        "--priority",
+        type=int,
+        help="this replica's peering priority (default: random, so exactly one replica acts)",
+    )
+    run.add_argument(
+        "--liveness", metavar="URL", help="serve kopf's health endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+    run.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve the operator's metrics on :PORT/metrics"
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default info)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="same as --log-level=debug")
 
     demo = commands.add_parser("demo", help="a whole rollout on this machine: emulator, mesh, Prometheus")
     demo.add_argument("--scenario", default="good", help="good | bad-errors | bad-latency")
@@ -253,18 +273,28 @@ def _run(args: argparse.Namespace) -> None:
     from modelrollout import handlers, kube, runtime
 
     del handlers  # imported for its decorators
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not args.verbose:
+    level = "debug" if args.verbose else args.log_level
+    kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger().setLevel(level.upper())
+    if level != "debug":
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
     options = runtime.Options(
-        kubeconfig=args.kubeconfig, prometheus_url=args.prometheus_url, istio_version=args.istio_version
+        kubeconfig=args.kubeconfig,
+        prometheus_url=args.prometheus_url,
+        istio_version=args.istio_version,
+        metrics_port=args.metrics_port,
     )
     configuration = kube.load_configuration(options.kubeconfig)
     memo = kopf.Memo(runtime=runtime.Runtime(options, configuration))
+    peering = {} if args.standalone or not args.peering else {"peering_name": args.peering}
+    if peering:
+        # Equal priorities would let every replica act; a random one lets exactly one.
+        peering["priority"] = args.priority if args.priority is not None else secrets.randbelow(2**31)
     kopf.run(
-        standalone=args.standalone,
+        standalone=args.standalone or not args.peering,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
         memo=memo,
+        **peering,
     )

@@ -16,6 +16,7 @@ from modelrollout import GROUP, PLURAL, VERSION, runtime
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime.configure_kopf(settings)
+    memo.runtime.serve_metrics()
 
 
 @kopf.on.login()

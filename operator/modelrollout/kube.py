@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 import urllib3
 
-from modelrollout import GROUP, KIND, PLURAL, VERSION, ports
+from modelrollout import GROUP, KIND, PLURAL, VERSION, ports, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,26 @@ class ExperimentStore:
         self._api.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
         )
+
+
+class KubeSecrets:
+    """Reads one key of a Secret (a ``webhooks.Secrets``); errors name the Secret, never its value."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._api = kubernetes.client.CoreV1Api(client)
+
+    def read(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = self._api.read_namespaced_secret(name, namespace)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                raise webhooks.SecretError(f"Secret {namespace}/{name} not found") from None
+            if e.status == 403:
+                raise webhooks.SecretError(f"Secret {namespace}/{name}: not allowed to read it") from None
+            raise webhooks.SecretError(f"Secret {namespace}/{name}: API error {e.status}") from None
+        except urllib3.exceptions.HTTPError as e:
+            raise webhooks.SecretError(f"Secret {namespace}/{name}: {type(e).__name__}") from None
+        return webhooks.decode_secret_value(secret.data, f"{namespace}/{name}", key)
 
 
 class KubeEvents:

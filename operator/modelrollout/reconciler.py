@@ -18,11 +18,12 @@ import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from modelrollout import measure, ports, spec, status
-from modelrollout.core import canary, guardrails, model, planning, sequential
+from modelrollout import measure, metrics, notify, ports, spec, spec_hooks, status, webhooks
+from modelrollout.core import approvals, canary, guardrails, model, planning, sequential
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +48,26 @@ class Reconciler:
     events: Callable[[Mapping[str, Any]], ports.EventSink]
     clock: Clock = utcnow
     analyses: Sequence[guardrails.Analysis] = canary.DEFAULT_ANALYSES
+    # Webhook gates, post-rollout webhooks and notifications; without a caller no gate ever opens.
+    caller: webhooks.Caller | None = None
+    notifier: notify.Notifier | None = None
+    metrics: metrics.OperatorMetrics | None = None
     _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(threading.Lock)
     )
 
     def tick(self, namespace: str, name: str) -> float | None:
         """Run one tick; return seconds until the next, or None when the experiment is gone."""
+        started = time.perf_counter()
         with self._locks[namespace, name]:
             body = self.experiments.get(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return None
             decision, experiment, routes, plan = self._decide(body)
             self._act(body, decision, experiment, routes, plan)
-            return decision.requeue_after.total_seconds()
+        if self.metrics is not None:
+            self.metrics.duration.observe(time.perf_counter() - started)
+        return decision.requeue_after.total_seconds()
 
     def finalize(self, body: Mapping[str, Any]) -> str:
         """On deletion: give the baseline its traffic back unless the experiment succeeded."""
@@ -68,7 +76,9 @@ class Reconciler:
             outcome = self._restore_on_delete(body)
             if outcome.startswith("baseline restored"):
                 self.events(body).emit("Normal", "TrafficRestored", f"experiment deleted: {outcome}")
-            return outcome
+        if self.metrics is not None:
+            self.metrics.forget(meta["namespace"], meta["name"])
+        return outcome
 
     def _restore_on_delete(self, body: Mapping[str, Any]) -> str:
         state = status.parse_state(body.get("status"))
@@ -127,8 +137,22 @@ class Reconciler:
             metrics, requests = measure.measure(experiment, meta["name"], meta["namespace"], provider, window)
             if not (body.get("status") or {}).get("plan"):
                 plan = plan_summary(experiment, metrics, requests, window)
-        obs = model.Observation(weights, annotations, generation, metrics, requests)
+        answers = self._ask_webhooks(experiment, state, body)
+        obs = model.Observation(weights, annotations, generation, metrics, requests, answers)
         return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights, plan
+
+    def _ask_webhooks(
+        self, experiment: spec.ExperimentSpec, state: model.State, body: Mapping[str, Any]
+    ) -> tuple[model.WebhookOutcome, ...] | None:
+        hooks = approvals.due(experiment, state)
+        if not hooks or self.caller is None:
+            return None
+        answers = self.caller.ask(hooks, body, body.get("status") or {})
+        if self.metrics is not None:
+            gate = state.approval.type if state.approval is not None else ""
+            for answer in answers:
+                self.metrics.webhook_calls.labels(gate, _result(answer)).inc()
+        return answers
 
     def _act(
         self,
@@ -159,6 +183,47 @@ class Reconciler:
                 logger.warning("%s/%s: %s", namespace, name, e)
         for event in decision.events:
             sink.emit(event.type, event.reason, event.message)
+        self._tell(body, decision, experiment, previous, new_status, sink)
+
+    def _tell(
+        self,
+        body: Mapping[str, Any],
+        decision: model.Decision,
+        experiment: spec.ExperimentSpec | None,
+        previous: Mapping[str, Any],
+        new_status: Mapping[str, Any],
+        sink: ports.EventSink,
+    ) -> None:
+        """After the fact: operator metrics, notifications, post-rollout webhooks (none can block a tick)."""
+        meta = body.get("metadata", {})
+        if self.metrics is not None:
+            decided = bool(decision.events or decision.assessments)
+            self.metrics.record(meta["namespace"], meta["name"], new_status, decided)
+        before = status.parse_state(previous).phase
+        found = notify.kinds(before, decision)
+        if self.notifier is not None and experiment is not None and found:
+            self.notifier.send(experiment.notifications, found, body, new_status, sink)
+        finished = decision.state.phase.is_final and not before.is_final
+        if finished and experiment is not None and self.notifier is not None and self.caller is not None:
+            hooks = experiment.webhooks_of(spec_hooks.WebhookType.POST_ROLLOUT)
+            if hooks:
+                self.notifier.submit(self._post_rollout, hooks, body, new_status, sink)
+
+    def _post_rollout(
+        self,
+        hooks: Sequence[spec_hooks.WebhookSpec],
+        body: Mapping[str, Any],
+        new_status: Mapping[str, Any],
+        sink: ports.EventSink,
+    ) -> None:
+        assert self.caller is not None
+        for answer in self.caller.ask(hooks, body, new_status):
+            if self.metrics is not None:
+                self.metrics.webhook_calls.labels("post-rollout", _result(answer)).inc()
+            if answer.approved:
+                sink.emit("Normal", "WebhookCalled", f"post-rollout webhook {answer.name}: {answer.detail}")
+            else:
+                sink.emit("Warning", "WebhookFailed", f"post-rollout webhook {answer.name}: {answer.detail}")
 
     def _route(
         self, target: ports.RouteTarget, decision: model.Decision, routes: Mapping[str, int] | None
@@ -237,6 +302,10 @@ def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> po
             for v in measure.variants(experiment)
         ),
     )
+
+
+def _result(answer: model.WebhookOutcome) -> str:
+    return "approved" if answer.approved else "refused"
 
 
 def _with_removals(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

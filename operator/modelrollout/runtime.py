@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from modelrollout import GROUP, kube, ports, reconciler, spec
+from modelrollout import GROUP, kube, metrics, notify, ports, reconciler, spec, webhooks
 from modelrollout.core import model
 from modelrollout.providers import prometheus
 from modelrollout.routers import istio
@@ -34,6 +34,7 @@ class Options:
     kubeconfig: str | None = None
     prometheus_url: str | None = None
     istio_version: str = "v1"
+    metrics_port: int | None = None  # serve /metrics here (None: not at all)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -55,12 +56,23 @@ class Runtime:
         self._providers: dict[tuple[str, float], ports.MetricProvider] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._seen: dict[str, tuple[Any, ...]] = {}
+        self.metrics = metrics.OperatorMetrics()
+        caller = webhooks.Caller(kube.KubeSecrets(client))
         self.reconciler = reconciler.Reconciler(
             experiments=kube.ExperimentStore(client),
             router=istio.IstioRouter(kubernetes.client.CustomObjectsApi(client), options.istio_version),
             providers=self.provider_for,
             events=lambda body: kube.KubeEvents(client, body),
+            caller=caller,
+            notifier=notify.Notifier(
+                caller, counted=lambda kind, result: self.metrics.notifications.labels(kind, result).inc()
+            ),
+            metrics=self.metrics,
         )
+
+    def serve_metrics(self) -> None:
+        if self.options.metrics_port is not None:
+            self.metrics.serve(self.options.metrics_port)
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """kopf logs in with exactly what the Kubernetes client uses.
@@ -113,6 +125,7 @@ class Runtime:
                     delay = await asyncio.to_thread(self.reconciler.tick, namespace, name)
                 except Exception as e:  # any failure: log, back off, try again
                     logger.exception(f"tick failed: {e}")
+                    self.metrics.failed(namespace, name)
                     delay = ERROR_BACKOFF
                 if delay is None:
                     return  # deleted: the finalizer takes over

@@ -17,16 +17,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from modelrollout import durations, templates
-
-# RFC 1123 label, as Kubernetes requires for workload (Deployment) names.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# RFC 1123 subdomain, as Kubernetes requires for object names.
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+from modelrollout import templates
+from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _Model, _problem
+from modelrollout.spec_hooks import NotificationSpec, WebhookSpec, WebhookType
 
 
 class Strategy(str, enum.Enum):
@@ -50,33 +45,6 @@ class Builtin(str, enum.Enum):
     ERROR_RATE = "error-rate"
     LATENCY_P95 = "latency-p95"
     LATENCY_P99 = "latency-p99"
-
-
-def _problem(message: str, *, subpath: str = "", value: Any = None) -> PydanticCustomError:
-    """A validation error whose location can point below the field (``[2]``)."""
-    return PydanticCustomError("spec", message, {"subpath": subpath, "value": value})
-
-
-def _to_duration(value: Any) -> datetime.timedelta:
-    if isinstance(value, datetime.timedelta):
-        return value
-    try:
-        return durations.parse_duration(value)
-    except durations.DurationError as e:
-        raise _problem(str(e), value=value) from None
-
-
-Duration = Annotated[datetime.timedelta, pydantic.BeforeValidator(_to_duration)]
-Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
 
 
 class VirtualServiceRef(_Model):
@@ -273,6 +241,8 @@ class ExperimentSpec(_Model):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
     paused: bool = False
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
+    notifications: list[NotificationSpec] = Field(default_factory=list)
     # Contract fields of later strategies: accepted so manifests validate.
     ab_test: dict[str, Any] | None = None
     shadow: dict[str, Any] | None = None
@@ -294,6 +264,15 @@ class ExperimentSpec(_Model):
         for index, name in enumerate(names):
             if names.index(name) != index:
                 raise _problem("repeats a metric name", subpath=f"[{index}].name", value=name)
+        return value
+
+    @field_validator("webhooks", "notifications")
+    @classmethod
+    def _unique_hook_names(cls, value: list[WebhookSpec] | list[NotificationSpec]) -> Any:
+        names = [hook.name for hook in value]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                raise _problem("repeats a name", subpath=f"[{index}].name", value=name)
         return value
 
     @model_validator(mode="after")
@@ -321,6 +300,9 @@ class ExperimentSpec(_Model):
 
     def virtual_service_namespace(self, experiment_namespace: str) -> str:
         return self.virtual_service.namespace or experiment_namespace
+
+    def webhooks_of(self, type_: WebhookType) -> list[WebhookSpec]:
+        return [hook for hook in self.webhooks if hook.type is type_]
 
 
 class SpecProblem(pydantic.BaseModel):

@@ -25,6 +25,7 @@ CONDITION_TYPES = (
     "Failed",
     "MetricsAvailable",
     "SampleRatioMismatch",
+    "AwaitingApproval",
 )
 
 
@@ -85,7 +86,35 @@ def parse_state(status: Mapping[str, Any] | None) -> State:
         analysis={str(k): v for k, v in analysis.items() if isinstance(v, Mapping)}
         if isinstance(analysis, Mapping)
         else {},
+        approval=_parse_approval(status.get("approval")),
     )
+
+
+def _parse_approval(value: Any) -> model.ApprovalWait | None:
+    if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
+        return None
+    since = from_time(value.get("waitingSince"))
+    if since is None:
+        return None
+    return model.ApprovalWait(
+        type=value["type"],
+        since=since,
+        attempts=_int(value.get("attempts")),
+        answer=str(value.get("lastAnswer", "")),
+        expired=value.get("deadlineExceeded") is True,
+    )
+
+
+def _render_approval(wait: model.ApprovalWait | None) -> dict[str, Any] | None:
+    if wait is None:
+        return None
+    return {
+        "type": wait.type,
+        "waitingSince": to_time(wait.since),
+        "attempts": wait.attempts,
+        "lastAnswer": wait.answer,
+        "deadlineExceeded": wait.expired,
+    }
 
 
 def render(
@@ -114,6 +143,7 @@ def render(
         "noDataChecks": state.no_data_checks,
         "gates": dict(state.gates),
         "analysisState": {k: dict(v) for k, v in state.analysis.items()},
+        "approval": _render_approval(state.approval),
     }
     if decision.assessments:
         status["metrics"] = [_metric_entry(a) for a in decision.assessments]
@@ -166,6 +196,7 @@ def conditions(
             state.message if here else "",
         )
     wanted["MetricsAvailable"] = _metrics_available(metrics)
+    wanted["AwaitingApproval"] = _awaiting_approval(state)
     mismatch = bool(state.analysis.get("srm", {}).get("detected"))
     wanted["SampleRatioMismatch"] = (
         mismatch,
@@ -195,6 +226,15 @@ def conditions(
             }
         )
     return result
+
+
+def _awaiting_approval(state: State) -> tuple[bool | None, str, str]:
+    wait = state.approval
+    if wait is None:
+        return False, "NotWaiting", ""
+    if wait.expired:
+        return True, "GateDeadlineExceeded", state.message
+    return True, "AwaitingApproval", state.message
 
 
 def _metrics_available(metrics: Sequence[Mapping[str, Any]] | None) -> tuple[bool | None, str, str]:

@@ -27,7 +27,7 @@ import pydantic
 import pytest
 import yaml
 
-from modelrollout import durations, spec, templates
+from modelrollout import durations, spec, spec_hooks, templates
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "modelexperiments.modelrollout.io.yaml"
@@ -384,7 +384,8 @@ def test_property_names_match_the_model(spec_schema: Node) -> None:
         seen.add(model)
     assert {
         spec.ExperimentSpec, spec.VirtualServiceRef, spec.Variant, spec.CanarySpec, spec.MetricSpec,
-        spec.RatioQuery, spec.AnalysisSpec, spec.PrometheusSpec,
+        spec.RatioQuery, spec.AnalysisSpec, spec.PrometheusSpec, spec_hooks.WebhookSpec,
+        spec_hooks.NotificationSpec, spec_hooks.ValueFrom, spec_hooks.SecretKeyRef,
     } <= seen  # fmt: skip
 
 
@@ -397,7 +398,9 @@ def test_required_fields_match_the_model(spec_schema: Node) -> None:
 @pytest.mark.parametrize(
     ("path", "members"),
     [(".spec.strategy", spec.Strategy), (".spec.analysis.noData", spec.NoDataPolicy),
-     (".spec.metrics[].builtin", spec.Builtin)],
+     (".spec.metrics[].builtin", spec.Builtin), (".spec.webhooks[].type", spec_hooks.WebhookType),
+     (".spec.webhooks[].onDeadline", spec_hooks.OnDeadline), (".spec.notifications[].type", spec_hooks.NotifierType),
+     (".spec.notifications[].events[]", spec_hooks.NotificationKind)],
 )  # fmt: skip
 def test_enums_match_the_model(spec_schema: Node, path: str, members: type[enum.Enum]) -> None:
     assert node_at({"properties": {"spec": spec_schema}}, path)["enum"] == [m.value for m in members]
@@ -462,6 +465,7 @@ def test_duration_patterns_equal_durations_module(spec_schema: Node) -> None:
     assert set(paths) == {
         ".spec.canary.interval", ".spec.canary.minStepDuration", ".spec.prometheus.timeout",
         ".spec.abTest.maxDuration", ".spec.shadow.duration", ".spec.bandit.maxDuration",
+        ".spec.webhooks[].timeout", ".spec.webhooks[].deadline", ".spec.notifications[].timeout",
     }  # fmt: skip
     for path in paths:
         node = node_at({"properties": {"spec": spec_schema}}, path)
@@ -801,7 +805,7 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "weights": "object", "metrics": "array", "conditions": "array", "failedChecks": "integer",
         "noDataChecks": "integer", "stepChecks": "integer", "lastEvaluatedAt": "string", "gates": "object",
         "history": "array", "outcome": "string", "objective": "object", "reason": "string", "plan": "string",
-        "analysisState": "object",
+        "analysisState": "object", "approval": "object",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected
     assert status["history"]["maxItems"] == 50

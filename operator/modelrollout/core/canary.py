@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import spec
-from modelrollout.core import guardrails, model, sequential, srm
+from modelrollout.core import approvals, guardrails, model, sequential, srm
 from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
+from modelrollout.spec_hooks import WebhookType
 
 # Timers fire a little early or late; an evaluation this close to due is due.
 _DUE_TOLERANCE = 0.9
@@ -98,6 +99,7 @@ def _decide(
     ):
         # The spec that failed validation was fixed: nothing ran yet, so start now.
         state = State(gates=state.gates)
+    state = approvals.rearm_on_change(state, obs.generation)
     state = dataclasses.replace(state, observed_generation=obs.generation)
     if state.reason == INVALID_SPEC and not state.phase.is_final:
         # Held mid-rollout on a bad spec that is now fixed: carry on where it was.
@@ -131,6 +133,9 @@ def _decide(
     if state.phase is Phase.PENDING:
         return _start(experiment, state, obs, now)
     if obs.metrics is None:
+        if state.approval is not None and obs.webhooks is not None:
+            # Between evaluations: the webhooks answered; the step it waits to leave was good.
+            return _advance(experiment, state, obs, now, "checks passed", ())
         return model.Decision(state, dict(state.weights), requeue_after=_until_due(experiment, state, now))
     return _evaluate(experiment, state, obs, now, analyses)
 
@@ -184,8 +189,23 @@ def blocked(
 def _start(
     experiment: spec.ExperimentSpec, state: State, obs: model.Observation, now: datetime.datetime
 ) -> model.Decision:
-    steps = experiment.canary.steps
     state = dataclasses.replace(state, observed_generation=obs.generation)
+    return approvals.through(
+        experiment,
+        state,
+        obs,
+        now,
+        WebhookType.PRE_ROLLOUT,
+        "before the first step",
+        proceed=lambda approved: _start_now(experiment, approved, now),
+        roll_back=lambda s, why: _finish(
+            experiment, s, Phase.ROLLED_BACK, now, approvals.DEADLINE_EXCEEDED, why, step=0
+        ),
+    )
+
+
+def _start_now(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
+    steps = experiment.canary.steps
     if steps[0] == 100:
         return _finish(
             experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%", step=1
@@ -230,6 +250,7 @@ def _finish(
         message=message,
         action=Action.PROMOTE if promoted else Action.ROLLBACK,
         last_evaluated_at=state.last_evaluated_at or now,
+        approval=None,
     )
     event = Event("Normal" if promoted else "Warning", "Promoted" if promoted else "RolledBack", message)
     return model.Decision(
@@ -377,10 +398,37 @@ def _evaluate(
         message = f"{step_name}: {summary}; waiting for {waiting}"
         going = dataclasses.replace(state, reason="Checking", message=message, action=Action.CONTINUE)
         return model.Decision(going, dict(state.weights), (), assessments, _until_due(experiment, going, now))
-    return _advance(experiment, state, now, summary, assessments)
+    return _advance(experiment, state, obs, now, summary, assessments)
 
 
 def _advance(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    summary: str,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    steps = experiment.canary.steps
+    promoting = state.step >= len(steps) or steps[state.step] == 100
+    decision = approvals.through(
+        experiment,
+        state,
+        obs,
+        now,
+        WebhookType.CONFIRM_PROMOTION if promoting else WebhookType.CONFIRM_STEP,
+        f"step {state.step}/{len(steps)} ({_cand_pct(experiment, state)}%)",
+        proceed=lambda approved: _advance_now(experiment, approved, now, summary, assessments),
+        roll_back=lambda s, why: _finish(
+            experiment, s, Phase.ROLLED_BACK, now, approvals.DEADLINE_EXCEEDED, why, step=state.step
+        ),
+    )
+    if not decision.assessments and assessments:
+        decision = dataclasses.replace(decision, assessments=assessments)
+    return decision
+
+
+def _advance_now(
     experiment: spec.ExperimentSpec,
     state: State,
     now: datetime.datetime,

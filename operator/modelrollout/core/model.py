@@ -110,6 +110,26 @@ class MetricAssessment:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebhookOutcome:
+    """What one gate webhook answered this tick (``detail`` never carries its URL: it may be secret)."""
+
+    name: str
+    approved: bool
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ApprovalWait:
+    """The experiment is waiting for the webhooks of one gate type to approve a transition."""
+
+    type: str  # a spec_hooks.WebhookType value
+    since: datetime.datetime
+    attempts: int = 0  # answers received that did not approve
+    answer: str = ""  # the last of them, in words
+    expired: bool = False  # the deadline passed: no more calls until the spec changes
+
+
+@dataclasses.dataclass(frozen=True)
 class Observation:
     """What the reconciler saw this tick.  ``metrics`` is None when no evaluation was due."""
 
@@ -118,6 +138,8 @@ class Observation:
     generation: int = 1
     metrics: tuple[MetricSample, ...] | None = None
     requests: Mapping[str, ports.QueryResult] | None = None  # per variant, this window
+    # Answers of the webhooks of the gate the state waits at; None when none were called.
+    webhooks: tuple[WebhookOutcome, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +162,7 @@ class State:
     observed_generation: int | None = None
     # Opaque per-metric memory of statistical analyses (e.g. an e-process).
     analysis: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    approval: ApprovalWait | None = None  # webhooks being waited on to approve a transition
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from modelrollout import spec
+from modelrollout import spec, spec_base
 from modelrollout.localstack import traffic
 
 BASELINE = "baseline"
@@ -60,8 +60,8 @@ class Traffic(_Model):
 
 class Schedule(_Model):
     steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
-    step_duration: spec.Duration = datetime.timedelta(seconds=60)
-    interval: spec.Duration = datetime.timedelta(seconds=10)
+    step_duration: spec_base.Duration = datetime.timedelta(seconds=60)
+    interval: spec_base.Duration = datetime.timedelta(seconds=10)
     min_samples: Annotated[int, Field(ge=0)] = 100
 
 
@@ -84,7 +84,7 @@ class Behaviour(_Model):
 
 
 class Event(_Model):
-    at: spec.Duration  # from the start of the experiment
+    at: spec_base.Duration  # from the start of the experiment
     variant: Literal["baseline", "candidate", "both"]
     error_rate: Probability | None = None
     latency: LatencyChange | None = None
@@ -121,7 +121,7 @@ class Scenario(_Model):
     events: list[Event] = Field(default_factory=list)
     analysis: AnalysisOverrides = Field(default_factory=AnalysisOverrides)
     errors: Errors | None = None
-    duration: spec.Duration | None = None
+    duration: spec_base.Duration | None = None
 
     @model_validator(mode="after")
     def _runs_at_least_one_interval(self) -> Scenario:
