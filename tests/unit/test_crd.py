@@ -400,7 +400,8 @@ def test_required_fields_match_the_model(spec_schema: Node) -> None:
     [(".spec.strategy", spec.Strategy), (".spec.analysis.noData", spec.NoDataPolicy),
      (".spec.metrics[].builtin", spec.Builtin), (".spec.webhooks[].type", spec_hooks.WebhookType),
      (".spec.webhooks[].onDeadline", spec_hooks.OnDeadline),
-     (".spec.notifications[].type", spec_hooks.NotifierType), (".spec.notifications[].events[]", spec_hooks.NotificationKind)],
+     (".spec.notifications[].type", spec_hooks.NotifierType),
+     (".spec.notifications[].events[]", spec_hooks.NotificationKind)],
 )  # fmt: skip
 def test_enums_match_the_model(spec_schema: Node, path: str, members: type[enum.Enum]) -> None:
     assert node_at({"properties": {"spec": spec_schema}}, path)["enum"] == [m.value for m in members]
