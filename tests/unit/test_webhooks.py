@@ -13,12 +13,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
-from modelrollout import metrics, notify, ports, spec_hooks, webhooks
+from modelrollout import metrics, notify, ports, spec, spec_hooks, webhooks
 from modelrollout.core import model
 from modelrollout.core.model import Phase
 
@@ -283,3 +285,22 @@ def test_metrics_mirror_the_status_and_are_dropped_with_the_experiment() -> None
     assert "modelrollout_reconcile_duration_seconds_count 1.0" in text
     operator.forget("ml", "churn-v2")
     assert 'name="churn-v2"' not in exposition(operator)
+
+
+def test_the_webhooks_example_parses_with_every_gate_and_both_notifiers() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples" / "06-webhooks"
+    experiment = spec.parse_spec(yaml.safe_load((root / "experiment.yaml").read_text())["spec"])
+    assert {hook.type.value for hook in experiment.webhooks} == {
+        "pre-rollout",
+        "confirm-promotion",
+        "post-rollout",
+    }
+    assert {n.type.value for n in experiment.notifications} == {"webhook", "slack"}
+    secret = yaml.safe_load((root / "secret.yaml").read_text())
+    referenced = {
+        ref.secret_key_ref.key
+        for endpoint in [*experiment.webhooks, *experiment.notifications]
+        for ref in (endpoint.url_from, endpoint.token_from)
+        if ref is not None
+    }
+    assert referenced <= set(secret["stringData"])
