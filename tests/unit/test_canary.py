@@ -240,6 +240,18 @@ def test_promote_gate_promotes_from_any_running_phase():
     assert decision.state.gates == {"modelrollout.io/promote": "true"}
 
 
+def test_gates_an_experiment_is_created_with_are_history_not_requests():
+    """A promote value left in Git from an earlier run must not promote a new candidate unseen."""
+    experiment = make_spec()
+    created_with = {"modelrollout.io/promote": "2026-11-01", "modelrollout.io/abort": "x"}
+    first = step(experiment, model.State(), T0, created_with)
+    assert first.state.phase is Phase.PROGRESSING and first.weights == {BASE: 95, CAND: 5}
+    assert first.state.gates == created_with
+    # Changing a value afterwards is a request, as always.
+    later = step(experiment, first.state, T0 + 1 * S, {**created_with, "modelrollout.io/promote": "now"})
+    assert later.state.phase is Phase.SUCCEEDED
+
+
 def test_abort_gate_rolls_back():
     experiment = make_spec()
     decision = step(experiment, progressing(experiment, 3), T0 + 1 * S, {"modelrollout.io/abort": "yes"})

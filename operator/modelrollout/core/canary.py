@@ -85,6 +85,10 @@ def _decide(
     analyses: Sequence[guardrails.Analysis],
 ) -> model.Decision:
     interval = experiment.canary.interval
+    if state.observed_generation is None and state.phase is Phase.PENDING:
+        # Never seen before: gates it was created with are history (a value left in Git from an
+        # earlier run must not promote a new candidate unseen); only a later change fires one.
+        state = dataclasses.replace(state, gates=_acknowledge_all(state, obs))
     restart = _requested(Gate.RESTART, state, obs)
     if restart is not None:
         fresh = State(gates=_acknowledge_all(state, obs), observed_generation=obs.generation)
