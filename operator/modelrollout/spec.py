@@ -41,6 +41,13 @@ class NoDataPolicy(str, enum.Enum):
     FAIL = "Fail"
 
 
+class WeightDrift(str, enum.Enum):
+    """What to do when the managed weights were changed outside the operator."""
+
+    RESTORE = "Restore"
+    PAUSE = "Pause"
+
+
 class Builtin(str, enum.Enum):
     ERROR_RATE = "error-rate"
     LATENCY_P95 = "latency-p95"
@@ -241,6 +248,7 @@ class ExperimentSpec(_Model):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
     paused: bool = False
+    on_weight_drift: WeightDrift = WeightDrift.RESTORE
     webhooks: list[WebhookSpec] = Field(default_factory=list)
     notifications: list[NotificationSpec] = Field(default_factory=list)
     # Contract fields of later strategies: accepted so manifests validate.

@@ -301,6 +301,36 @@ def test_weights_edited_mid_step_are_restored_with_an_event():
     assert "churn-v1 50%, churn-v2 50%" in decision.events[0].message
 
 
+def test_weights_edited_with_on_weight_drift_pause_pause_and_leave_the_routes_be():
+    experiment = make_spec(onWeightDrift="Pause")
+    state = progressing(experiment, 2)
+    edited = {BASE: 100, CAND: 0}  # someone moved traffic back by hand
+    decision = canary.decide(experiment, state, observe(edited), T0 + 1 * S)
+    assert decision.state.phase is Phase.PAUSED and decision.state.reason == "WeightsEdited"
+    assert decision.weights is None, "the operator must not fight the person who edited them"
+    assert [e.reason for e in decision.events] == ["WeightsEdited"]
+    assert "churn-v1 100%, churn-v2 0% instead of churn-v1 75%, churn-v2 25%" in decision.state.message
+    # Still edited: stays paused, quietly, touching nothing -- even when an evaluation would be due.
+    later = canary.decide(experiment, decision.state, observe(edited, **healthy()), T0 + 30 * S)
+    assert later.state.phase is Phase.PAUSED and later.weights is None and later.events == ()
+    # The weights are put back: carry on at the same step, its clock restarted.
+    resumed = canary.decide(experiment, later.state, observe({BASE: 75, CAND: 25}), T0 + 40 * S)
+    assert resumed.state.phase is Phase.PROGRESSING and resumed.state.step == 2
+    assert resumed.weights == {BASE: 75, CAND: 25}
+    assert resumed.state.step_started_at == T0 + 40 * S
+    # Abort still ends it from the pause.
+    aborted = canary.decide(experiment, later.state, observe(edited, {"modelrollout.io/abort": "1"}), T0 + 50 * S)
+    assert aborted.state.phase is Phase.ROLLED_BACK and aborted.weights == {BASE: 100, CAND: 0}
+
+
+def test_final_phases_restore_drifted_weights_even_with_on_weight_drift_pause():
+    experiment = make_spec(onWeightDrift="Pause")
+    done = dataclasses.replace(progressing(experiment), phase=Phase.ROLLED_BACK, weights={BASE: 100, CAND: 0})
+    decision = canary.decide(experiment, done, observe({BASE: 50, CAND: 50}), T0 + 100 * S)
+    assert decision.state.phase is Phase.ROLLED_BACK and decision.weights == {BASE: 100, CAND: 0}
+    assert [e.reason for e in decision.events] == ["WeightsRestored"]
+
+
 def test_pause_holds_weights_and_resume_restarts_the_step_clock():
     experiment = make_spec(paused=True)
     state = progressing(make_spec(), 2, samples={BASE: 500, CAND: 50}, step_checks=1)

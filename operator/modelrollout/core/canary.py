@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import spec
-from modelrollout.core import approvals, guardrails, model, sequential, srm
+from modelrollout.core import approvals, drift, guardrails, model, sequential, srm
 from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
 from modelrollout.spec_hooks import WebhookType
 
@@ -74,7 +74,7 @@ def decide(
     analyses: Sequence[guardrails.Analysis] = DEFAULT_ANALYSES,
 ) -> model.Decision:
     decision = _decide(experiment, state, obs, now, analyses)
-    return _restoring_drift(decision, state, obs)
+    return drift.check(experiment, decision, state, obs)
 
 
 def _decide(
@@ -126,6 +126,10 @@ def _decide(
 
     if experiment.paused:
         return _pause(experiment, state)
+    if drift.paused_by_edit(state):
+        held = drift.still_edited(experiment, state, obs)
+        if held is not None:
+            return held
     if state.phase is Phase.PAUSED:
         state = _resume(state, now)
         if state.phase is Phase.PROGRESSING:
@@ -536,24 +540,6 @@ def _final_weights(experiment: spec.ExperimentSpec, state: State) -> dict[str, i
     if state.phase is Phase.ROLLED_BACK:
         return split(experiment, 0)
     return None  # Failed: the routes were restored or could not be touched
-
-
-def _restoring_drift(decision: model.Decision, state: State, obs: model.Observation) -> model.Decision:
-    """Weights the routes should hold but do not, without a planned change, were edited by someone else."""
-    wanted = decision.weights
-    if wanted is None or not state.weights or dict(wanted) != dict(state.weights):
-        return decision
-    if obs.weights is not None and dict(obs.weights) == dict(wanted):
-        return decision
-    held = "routes that disagree" if obs.weights is None else _show_weights(obs.weights)
-    message = f"routes held {held}; restored {_show_weights(wanted)} (changed outside the operator?)"
-    return dataclasses.replace(
-        decision, events=(*decision.events, Event("Warning", "WeightsRestored", message))
-    )
-
-
-def _show_weights(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"{workload} {weight}%" for workload, weight in weights.items())
 
 
 def _cand_pct(experiment: spec.ExperimentSpec, state: State) -> int:
