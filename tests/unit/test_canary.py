@@ -319,7 +319,8 @@ def test_weights_edited_with_on_weight_drift_pause_pause_and_leave_the_routes_be
     assert resumed.weights == {BASE: 75, CAND: 25}
     assert resumed.state.step_started_at == T0 + 40 * S
     # Abort still ends it from the pause.
-    aborted = canary.decide(experiment, later.state, observe(edited, {"modelrollout.io/abort": "1"}), T0 + 50 * S)
+    abort = observe(edited, {"modelrollout.io/abort": "1"})
+    aborted = canary.decide(experiment, later.state, abort, T0 + 50 * S)
     assert aborted.state.phase is Phase.ROLLED_BACK and aborted.weights == {BASE: 100, CAND: 0}
 
 
