@@ -13,7 +13,7 @@ import math
 
 from modelrollout import ports, spec, templates
 from modelrollout.core import model
-from modelrollout.providers import queries
+from modelrollout.providers import queries, telemetry
 
 
 def variants(experiment: spec.ExperimentSpec) -> tuple[spec.Variant, ...]:
@@ -26,36 +26,44 @@ def measure(
     namespace: str,
     provider: ports.MetricProvider,
     window: datetime.timedelta,
+    at: datetime.datetime | None = None,
+    istio: telemetry.Telemetry | None = None,
 ) -> tuple[tuple[model.MetricSample, ...], dict[str, ports.QueryResult]]:
-    """Every metric for every variant over ``window``, plus requests per variant.
+    """Every metric for every variant over the ``window`` ending ``at``, plus requests per variant.
 
     Besides each metric's value, the window's raw material for the sequential
     tests: error and request counts, latency histograms, a ratio's two counts.
+    The builtins come from Istio's telemetry, asked once for all workloads
+    (``istio``, shared between experiments); ``query:`` and ``ratio:`` metrics
+    are asked per variant.
     """
+    istio = istio or telemetry.Telemetry(provider)
     scopes = {
         v.workload: queries.VariantScope.for_variant(v, experiment=name, namespace=namespace, window=window)
         for v in variants(experiment)
     }
-    requests = {
-        workload: provider.query(queries.request_count(workload, namespace, window)) for workload in scopes
-    }
+    requests = {workload: istio.requests(workload, namespace, window, at) for workload in scopes}
     samples = []
     for metric in experiment.metrics:
         results: dict[str, ports.QueryResult] = {}
         counts: dict[str, model.Counts] = {}
         histograms: dict[str, model.Histogram] = {}
         for workload, scope in scopes.items():
-            results[workload], count = _query_metric(provider, metric, scope)
             if metric.builtin is spec.Builtin.ERROR_RATE:
-                count = _error_counts(provider, workload, namespace, window, requests[workload])
+                errors = istio.errors(workload, namespace, window, at)
+                results[workload] = telemetry.ratio(errors, requests[workload])
+                served = requests[workload].value
+                if results[workload].ok and errors.value is not None and served is not None:
+                    counts[workload] = model.Counts(min(errors.value, served), served)
             elif metric.builtin is not None:
-                histogram = _histogram(
-                    provider.query_series(queries.duration_buckets(workload, namespace, window))
-                )
+                histogram = _histogram(istio.buckets(workload, namespace, window, at))
+                results[workload] = _quantile(metric.builtin, histogram, workload)
                 if histogram is not None:
                     histograms[workload] = histogram
-            if count is not None:
-                counts[workload] = count
+            else:
+                results[workload], count = _query_metric(provider, metric, scope, at)
+                if count is not None:
+                    counts[workload] = count
         samples.append(
             model.MetricSample(
                 metric.name,
@@ -67,19 +75,10 @@ def measure(
     return tuple(samples), requests
 
 
-def _error_counts(
-    provider: ports.MetricProvider,
-    workload: str,
-    namespace: str,
-    window: datetime.timedelta,
-    requests: ports.QueryResult,
-) -> model.Counts | None:
-    if not requests.ok or requests.value is None:
-        return None
-    errors = provider.query(queries.error_count(workload, namespace, window))
-    if not errors.ok or errors.value is None:
-        return None
-    return model.Counts(min(errors.value, requests.value), requests.value)
+def _quantile(builtin: spec.Builtin, histogram: model.Histogram | None, workload: str) -> ports.QueryResult:
+    if histogram is None:
+        return ports.QueryResult(ports.QueryOutcome.EMPTY, detail=f"no latency histogram for {workload}")
+    return telemetry.number(telemetry.bucket_quantile(queries.QUANTILES[builtin], histogram))
 
 
 def _histogram(result: ports.SeriesResult) -> model.Histogram | None:
@@ -101,7 +100,10 @@ def _histogram(result: ports.SeriesResult) -> model.Histogram | None:
 
 
 def _query_metric(
-    provider: ports.MetricProvider, metric: spec.MetricSpec, scope: queries.VariantScope
+    provider: ports.MetricProvider,
+    metric: spec.MetricSpec,
+    scope: queries.VariantScope,
+    at: datetime.datetime | None,
 ) -> tuple[ports.QueryResult, model.Counts | None]:
     """The metric's value for one variant, and its counts when it is a ``ratio:``."""
     try:
@@ -109,11 +111,11 @@ def _query_metric(
     except templates.TemplateError as e:
         return ports.QueryResult(ports.QueryOutcome.INVALID_QUERY, detail=f"refused to send: {e}"), None
     if isinstance(rendered, str):
-        return provider.query(rendered), None
-    success = provider.query(rendered.success)
+        return provider.query(rendered, at), None
+    success = provider.query(rendered.success, at)
     if not success.ok:
         return success, None
-    total = provider.query(rendered.total)
+    total = provider.query(rendered.total, at)
     if not total.ok:
         return total, None
     assert success.value is not None and total.value is not None  # ok results carry values

@@ -10,6 +10,7 @@ the adapters agree on them without importing each other.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 from collections.abc import Mapping
 from typing import Literal, Protocol
@@ -142,10 +143,12 @@ class SeriesResult:
 
 
 class MetricProvider(Protocol):
-    def query(self, promql: str) -> QueryResult:
+    """Instant queries, evaluated at ``at`` (the end of the measured window) or, without it, now."""
+
+    def query(self, promql: str, at: datetime.datetime | None = None) -> QueryResult:
         """Run an instant query that should yield one number."""
 
-    def query_series(self, promql: str) -> SeriesResult:
+    def query_series(self, promql: str, at: datetime.datetime | None = None) -> SeriesResult:
         """Run an instant query that may yield several series (an empty answer is EMPTY)."""
 
     def is_online(self) -> bool:

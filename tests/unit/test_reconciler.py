@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import re
 
 import pytest
 
@@ -84,16 +83,23 @@ class Events:
 
 
 def metrics(error_rates: dict[str, float], weights, per_interval: float = 2000.0):
-    """A Prometheus whose traffic follows the routes' weights, as the mesh makes it."""
+    """A Prometheus whose traffic follows the routes' weights, as the mesh makes it.
 
-    def answer(promql: str) -> ports.QueryResult:
-        workload = re.search(r'destination_workload="([^"]+)"', promql).group(1)
-        requests = per_interval * weights().get(workload.replace("churn-", ""), 0) / 100
-        if "increase(" in promql and '"5.."' in promql:
-            return ports.QueryResult(ports.QueryOutcome.OK, requests * error_rates[workload])
-        if "increase(" in promql:
-            return ports.QueryResult(ports.QueryOutcome.OK, requests)
-        return ports.QueryResult(ports.QueryOutcome.OK, error_rates[workload])
+    It answers the batched Istio telemetry the operator asks (one query for every workload,
+    ``sum by (destination_workload, destination_workload_namespace)``) with one series per
+    workload, as Prometheus would.
+    """
+
+    def answer(promql: str) -> ports.SeriesResult:
+        if "istio_requests_total" not in promql or "sum by (destination_workload" not in promql:
+            return ports.SeriesResult(ports.QueryOutcome.EMPTY, detail="not scripted")
+        series = []
+        for workload, rate in error_rates.items():
+            requests = per_interval * weights().get(workload.replace("churn-", ""), 0) / 100
+            value = requests * rate if '"5.."' in promql else requests
+            labels = {"destination_workload": workload, "destination_workload_namespace": NS}
+            series.append((labels, value))
+        return ports.SeriesResult(ports.QueryOutcome.OK, tuple(series))
 
     return answer
 
@@ -104,13 +110,13 @@ class Harness:
         self.store = Store(body)
         self.router = InMemoryRouter([virtual_service()])
         self.provider = ScriptedProvider(
-            metrics(error_rates or {"churn-v1": 0.01, "churn-v2": 0.01}, self.primary_weights)
+            {}, series=metrics(error_rates or {"churn-v1": 0.01, "churn-v2": 0.01}, self.primary_weights)
         )
         self.events = Events()
         self.reconciler = reconciler.Reconciler(
             experiments=self.store,
             router=self.router,
-            providers=lambda settings: self.provider,
+            providers=lambda settings, namespace: self.provider,
             events=lambda body: self.events,
             clock=lambda: self.now,
         )
@@ -175,8 +181,8 @@ def test_missing_prometheus_address_is_a_spec_problem():
     del body["spec"]["prometheus"]
     h = Harness(body)
 
-    def no_default(settings: spec.PrometheusSpec) -> ports.MetricProvider:
-        assert settings.address is None
+    def no_default(settings: spec.PrometheusSpec, namespace: str) -> ports.MetricProvider:
+        assert settings.address is None and namespace == NS
         raise spec.SpecError([spec.SpecProblem(path="spec.prometheus.address", message="is required")])
 
     h.reconciler.providers = no_default

@@ -211,6 +211,17 @@ def test_srm_stays_quiet_on_matching_shares_and_on_straddled_windows():
     assert finding.evidence < 1 / srm.ALPHA
 
 
+def test_a_straddled_window_anywhere_between_the_two_weights_is_no_evidence():
+    """The routes change a little after the window starts: most of it may still be at the old weight."""
+    for share in (0.001, 0.02, 0.049):
+        cand = round(5000 * share)
+        finding = srm.check(None, requests(5000 - cand, cand), {BASE: 95, CAND: 5}, CAND, previous_weight=0)
+        assert not finding.detected and finding.evidence <= 1.0, share
+    # Outside the two weights it still counts.
+    outside = srm.check(None, requests(4000, 1000), {BASE: 95, CAND: 5}, CAND, previous_weight=0)
+    assert outside.detected
+
+
 # --------------------------------------------------------------------------- in the core
 
 

@@ -105,9 +105,13 @@ def harm_evidence(loglik: np.ndarray, tolerance: float = 1.0, increase: bool = T
 
 
 def mismatch_evidence(loglik: np.ndarray) -> float:
-    """``E`` against "shares as configured": deviations of at least 10 % in odds, either way."""
-    zero = _index(0.0)
-    return math.exp(min(_log_mix(loglik, _mismatch_prior()) - float(loglik[zero]), 700.0))
+    """``E`` against "shares as configured": deviations of at least 10 % in odds, either way.
+
+    ``loglik`` is already relative to the null of each interval (the configured share, or
+    for an interval straddling a weight change the likeliest share between the two weights,
+    see :func:`ratio_loglik`), so the mixture itself is the evidence.
+    """
+    return math.exp(min(_log_mix(loglik, _mismatch_prior()), 700.0))
 
 
 def estimate(loglik: np.ndarray) -> float:

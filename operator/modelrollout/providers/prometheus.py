@@ -17,6 +17,7 @@ would only multiply the time a reconcile waits on a sick Prometheus.
 from __future__ import annotations
 
 import ast
+import datetime
 import json
 import math
 import re
@@ -59,14 +60,14 @@ class PrometheusProvider:
         )
         self._shown_url = _without_credentials(self.url)
 
-    def query(self, promql: str) -> QueryResult:
-        """Run ``promql`` as an instant query now; classify the answer (never raises)."""
-        data = self._fetch(promql)
+    def query(self, promql: str, at: datetime.datetime | None = None) -> QueryResult:
+        """Run ``promql`` as an instant query at ``at`` (default now); classify the answer (never raises)."""
+        data = self._fetch(promql, at)
         return data if isinstance(data, QueryResult) else _classify_data(data)
 
-    def query_series(self, promql: str) -> SeriesResult:
+    def query_series(self, promql: str, at: datetime.datetime | None = None) -> SeriesResult:
         """Run ``promql``; every series with its labels and value (never raises)."""
-        data = self._fetch(promql)
+        data = self._fetch(promql, at)
         if isinstance(data, QueryResult):
             return SeriesResult(data.outcome, detail=data.detail)
         if not isinstance(data, list):
@@ -79,10 +80,11 @@ class PrometheusProvider:
             return SeriesResult(QueryOutcome.ERROR, detail=f"unusable series from Prometheus: {e}")
         return SeriesResult(QueryOutcome.OK, series)
 
-    def _fetch(self, promql: str) -> Any:
+    def _fetch(self, promql: str, at: datetime.datetime | None = None) -> Any:
         """The query's ``result``, or a QueryResult saying why there is none."""
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
         try:
-            return self._client.custom_query(promql)
+            return self._client.custom_query(promql, params=params)
         except requests.exceptions.ConnectTimeout:
             return _failed(QueryOutcome.UNREACHABLE, f"connecting to {self._shown_url} timed out")
         except requests.exceptions.Timeout:

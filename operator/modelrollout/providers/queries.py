@@ -38,7 +38,7 @@ ERROR_COUNT_TEMPLATE = (
 )
 _DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket" + _MATCHERS + "}" + _WINDOW
 
-_QUANTILES: dict[Builtin, float] = {Builtin.LATENCY_P95: 0.95, Builtin.LATENCY_P99: 0.99}
+QUANTILES: dict[Builtin, float] = {Builtin.LATENCY_P95: 0.95, Builtin.LATENCY_P99: 0.99}
 
 
 def _builtin_values(workload: str, namespace: str, window: datetime.timedelta) -> dict[str, str]:
@@ -79,7 +79,7 @@ def builtin_query(builtin: Builtin, workload: str, namespace: str, window: datet
     """The PromQL of one builtin metric for one workload."""
     if builtin is Builtin.ERROR_RATE:
         return error_rate(workload, namespace, window)
-    return latency_quantile(_QUANTILES[builtin], workload, namespace, window)
+    return latency_quantile(QUANTILES[builtin], workload, namespace, window)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ records the queries it was asked, so a test can also assert on the PromQL.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping
 
 from modelrollout.ports import QueryOutcome, QueryResult, SeriesResult
@@ -40,7 +41,7 @@ class ScriptedProvider:
         self.series = series
         self.queries: list[str] = []
 
-    def query(self, promql: str) -> QueryResult:
+    def query(self, promql: str, at: datetime.datetime | None = None) -> QueryResult:
         self.queries.append(promql)
         if callable(self.answers):
             return self.answers(promql)
@@ -51,7 +52,7 @@ class ScriptedProvider:
                 return QueryResult(QueryOutcome.OK, float(answer))
         return self.default
 
-    def query_series(self, promql: str) -> SeriesResult:
+    def query_series(self, promql: str, at: datetime.datetime | None = None) -> SeriesResult:
         """Answers from ``series``; without one, every series query has no data."""
         self.queries.append(promql)
         if self.series is None:

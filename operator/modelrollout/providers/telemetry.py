@@ -1,0 +1,191 @@
+"""Istio's standard telemetry for every workload at once: three queries per window, shared by all.
+
+The builtin guardrails need, per variant and window, three numbers from the
+serving proxies: requests, 5xx responses and the latency histogram.  Asked
+per experiment that is ten queries an evaluation -- 1000 queries a second for
+1000 experiments at 10 s.  Asked once for all workloads (``sum by
+(destination_workload, destination_workload_namespace)``) at the same
+window *end* (``at``), the same three answers serve every experiment whose
+evaluation ends then.  Windows end on whole seconds (status times are
+whole seconds), so experiments share answers whenever their windows line up.
+
+The error rate and the latency quantiles are then computed here from those
+counts -- exactly as PromQL's division and ``histogram_quantile`` would --
+rather than asked for separately.  A failed batch fails for each workload
+with its own outcome; a workload absent from an answer is "no data", never 0.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from modelrollout import durations, ports
+from modelrollout.ports import QueryOutcome, QueryResult, SeriesResult
+
+_BY = "destination_workload, destination_workload_namespace"
+_SELECTOR = '{reporter="destination"'
+_WINDOW = "<window>"
+REQUESTS = f"sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}}}[{_WINDOW}]))"
+ERRORS = f'sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}, response_code=~"5.."}}[{_WINDOW}]))'
+BUCKETS = (
+    f"sum by ({_BY}, le) (increase(istio_request_duration_milliseconds_bucket{_SELECTOR}}}[{_WINDOW}]))"
+)
+
+# How long an answer is kept: long enough for every experiment ending its window at the same
+# second to find it, short enough that memory stays flat.
+KEEP_SECONDS = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    template: str
+    window: datetime.timedelta
+    at: datetime.datetime | None
+
+
+class Telemetry:
+    """Batched, cached answers of one provider; safe to use from many threads at once."""
+
+    def __init__(self, provider: ports.MetricProvider, clock: Callable[[], float] = time.monotonic) -> None:
+        self._provider = provider
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answers: dict[_Key, tuple[float, concurrent.futures.Future[SeriesResult]]] = {}
+        self.queries = 0  # batched queries actually sent (for benchmarks and tests)
+
+    def requests(
+        self, workload: str, namespace: str, window: datetime.timedelta, at: datetime.datetime | None
+    ) -> QueryResult:
+        return _one(self._answer(REQUESTS, window, at), workload, namespace)
+
+    def errors(
+        self, workload: str, namespace: str, window: datetime.timedelta, at: datetime.datetime | None
+    ) -> QueryResult:
+        """5xx responses; 0 when the workload served requests but none failed."""
+        errors = _one(self._answer(ERRORS, window, at), workload, namespace)
+        if errors.outcome is QueryOutcome.EMPTY:
+            served = self.requests(workload, namespace, window, at)
+            return QueryResult(QueryOutcome.OK, 0.0) if served.ok else served
+        return errors
+
+    def buckets(
+        self, workload: str, namespace: str, window: datetime.timedelta, at: datetime.datetime | None
+    ) -> SeriesResult:
+        """The workload's latency histogram: one series per ``le``."""
+        answer = self._answer(BUCKETS, window, at)
+        if not answer.ok:
+            return answer
+        series = tuple(
+            ({"le": labels["le"]}, value)
+            for labels, value in answer.series
+            if _belongs(labels, workload, namespace) and "le" in labels
+        )
+        if not series:
+            return SeriesResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
+        return SeriesResult(QueryOutcome.OK, series)
+
+    def _answer(
+        self, template: str, window: datetime.timedelta, at: datetime.datetime | None
+    ) -> SeriesResult:
+        key = _Key(template, window, at)
+        now = self._clock()
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is not None and (at is not None or now - kept[0] < 1.0):
+                future = kept[1]
+                mine = False
+            else:
+                future = concurrent.futures.Future()
+                self._answers[key] = (now, future)
+                mine = True
+                self._forget_old(now)
+        if mine:
+            self.queries += 1
+            promql = template.replace(_WINDOW, durations.format_duration(window))
+            try:
+                future.set_result(self._provider.query_series(promql, at))
+            except BaseException as e:  # never leave the others waiting
+                future.set_exception(e)
+                raise
+        return future.result()
+
+    def _forget_old(self, now: float) -> None:
+        for key in [k for k, (when, _) in self._answers.items() if now - when > KEEP_SECONDS]:
+            del self._answers[key]
+
+
+def _belongs(labels: Mapping[str, str], workload: str, namespace: str) -> bool:
+    return labels.get("destination_workload") == workload and (
+        labels.get("destination_workload_namespace") == namespace
+    )
+
+
+def _absent(workload: str, namespace: str) -> str:
+    return f"no series for workload {workload} in namespace {namespace}"
+
+
+def _one(answer: SeriesResult, workload: str, namespace: str) -> QueryResult:
+    if not answer.ok:
+        return QueryResult(answer.outcome, detail=answer.detail)
+    values = [value for labels, value in answer.series if _belongs(labels, workload, namespace)]
+    if not values:
+        return QueryResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
+    if len(values) > 1:
+        return QueryResult(QueryOutcome.MULTIPLE_SERIES, detail=f"{len(values)} series for {workload}")
+    return number(values[0])
+
+
+def number(value: float) -> QueryResult:
+    """A value as a query result: NaN and infinities are outcomes of their own, never numbers."""
+    if math.isnan(value):
+        return QueryResult(QueryOutcome.NAN, detail="the value is NaN (no traffic in the window?)")
+    if math.isinf(value):
+        return QueryResult(QueryOutcome.INF, detail="the value is infinite")
+    return QueryResult(QueryOutcome.OK, value)
+
+
+def ratio(events: QueryResult, total: QueryResult) -> QueryResult:
+    """``events / total`` as PromQL divides: no total is no data, a total of 0 is NaN."""
+    if not total.ok:
+        return total
+    if not events.ok:
+        return events
+    assert events.value is not None and total.value is not None  # ok results carry values
+    return number(events.value / total.value if total.value else math.nan)
+
+
+def bucket_quantile(quantile: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """PromQL's ``histogram_quantile`` over cumulative ``(le, count)`` buckets, ``+Inf`` last.
+
+    The same rules as Prometheus' ``bucketQuantile``: linear interpolation
+    within the bucket the rank falls in, the first bucket starting at 0, the
+    ``+Inf`` bucket answered by the highest finite edge, NaN without data.
+    """
+    if len(buckets) < 2 or not math.isinf(buckets[-1][0]):
+        return math.nan
+    counts = []
+    highest = 0.0
+    for _, count in buckets:  # counts may dip by float noise: make them monotonic, as Prometheus does
+        highest = max(highest, count)
+        counts.append(highest)
+    observations = counts[-1]
+    if observations == 0:
+        return math.nan
+    rank = quantile * observations
+    b = next(i for i, count in enumerate(counts) if count >= rank)
+    if b == len(buckets) - 1:
+        return buckets[-2][0]
+    if b == 0 and buckets[0][0] <= 0:
+        return buckets[0][0]
+    start, end, count = 0.0, buckets[b][0], counts[b]
+    if b > 0:
+        start = buckets[b - 1][0]
+        count -= counts[b - 1]
+        rank -= counts[b - 1]
+    return start + (end - start) * (rank / count)
