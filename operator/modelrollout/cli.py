@@ -10,6 +10,12 @@ import sys
 from typing import Any
 
 ENV_PROMETHEUS_URL = "MODELROLLOUT_PROMETHEUS_URL"
+# Credentials for the default Prometheus: files (a mounted Secret), never values on a command line.
+ENV_PROMETHEUS_BEARER_TOKEN_FILE = "MODELROLLOUT_PROMETHEUS_BEARER_TOKEN_FILE"
+ENV_PROMETHEUS_USERNAME = "MODELROLLOUT_PROMETHEUS_USERNAME"
+ENV_PROMETHEUS_PASSWORD_FILE = "MODELROLLOUT_PROMETHEUS_PASSWORD_FILE"
+ENV_PROMETHEUS_CA_FILE = "MODELROLLOUT_PROMETHEUS_CA_FILE"
+ENV_PROMETHEUS_INSECURE_SKIP_VERIFY = "MODELROLLOUT_PROMETHEUS_INSECURE_SKIP_VERIFY"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get(ENV_PROMETHEUS_URL),
         help=f"default Prometheus for experiments without spec.prometheus.address (env {ENV_PROMETHEUS_URL})",
     )
+    _add_prometheus_credentials(run)
     run.add_argument(
         "--istio-version",
         default="v1",
@@ -52,6 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         "--priority",
         type=int,
         help="this replica's peering priority (default: random, so exactly one replica acts)",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=_flag(_lifetime),
+        metavar="SECONDS",
+        help="how long a silent replica counts as alive: a standby takes over at most this long "
+        "after the active replica dies (default 60)",
     )
     run.add_argument(
         "--liveness", metavar="URL", help="serve kopf's health endpoint, e.g. http://0.0.0.0:8081/healthz"
@@ -81,11 +95,71 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "plan":
         sys.exit(_plan(args))
     if args.command == "run":
+        args.prometheus_credentials = _prometheus_credentials(run, args)
         _run(args)
     elif args.command == "demo":
         from modelrollout.localstack import demo as demo_module
 
         sys.exit(demo_module.main(args.scenario, rps=args.rps, timeout=args.timeout))
+
+
+def _add_prometheus_credentials(run: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    note = "read at every evaluation, so a rotated Secret takes effect; sent to --prometheus-url only"
+    run.add_argument(
+        "--prometheus-bearer-token-file",
+        metavar="PATH",
+        default=env(ENV_PROMETHEUS_BEARER_TOKEN_FILE),
+        help=f"send this file's token as a bearer token ({note}; env {ENV_PROMETHEUS_BEARER_TOKEN_FILE})",
+    )
+    run.add_argument(
+        "--prometheus-username",
+        default=env(ENV_PROMETHEUS_USERNAME),
+        help=f"basic-auth username, with --prometheus-password-file (env {ENV_PROMETHEUS_USERNAME})",
+    )
+    run.add_argument(
+        "--prometheus-password-file",
+        metavar="PATH",
+        default=env(ENV_PROMETHEUS_PASSWORD_FILE),
+        help=f"basic-auth password in this file ({note}; env {ENV_PROMETHEUS_PASSWORD_FILE})",
+    )
+    run.add_argument(
+        "--prometheus-ca-file",
+        metavar="PATH",
+        default=env(ENV_PROMETHEUS_CA_FILE),
+        help=f"trust this CA bundle (PEM) for --prometheus-url (env {ENV_PROMETHEUS_CA_FILE})",
+    )
+    run.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        default=env(ENV_PROMETHEUS_INSECURE_SKIP_VERIFY, "").lower() in ("1", "true", "yes"),
+        help=f"do not verify --prometheus-url's certificate (env {ENV_PROMETHEUS_INSECURE_SKIP_VERIFY})",
+    )
+
+
+def _prometheus_credentials(run: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The checked credential flags, or exit 2 naming the problem (files must exist; their content is
+    read at use, so an unreadable one later is reported per experiment, not fatal)."""
+    from modelrollout import prometheus_auth
+
+    credentials = prometheus_auth.OperatorCredentials(
+        bearer_token_file=args.prometheus_bearer_token_file or None,
+        username=args.prometheus_username or None,
+        password_file=args.prometheus_password_file or None,
+        ca_file=args.prometheus_ca_file or None,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+    )
+    problems = credentials.problems()
+    for flag, path in (
+        ("--prometheus-bearer-token-file", credentials.bearer_token_file),
+        ("--prometheus-password-file", credentials.password_file),
+        ("--prometheus-ca-file", credentials.ca_file),
+    ):
+        if path and not os.path.isfile(path):
+            problems.append(f"{flag} {path}: no such file")
+    if problems:
+        run.error("; ".join(problems))
+    return credentials
 
 
 def _add_simulate(commands: Any) -> None:
@@ -267,12 +341,46 @@ def _duration(text: str) -> Any:
     return durations.parse_duration(text)
 
 
+def _lifetime(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a whole number of seconds") from None
+    if value < 3:  # kopf's keep-alives come every second at best: leave them room to arrive
+        raise ValueError("must be at least 3 seconds")
+    return value
+
+
+class _PeeringNotFound(logging.Filter):
+    """kopf says only in debug that the peering object is missing, while the replica waits paused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            return True
+        message = record.getMessage()
+        if not (message.startswith("Keep-alive in ") and message.endswith(": not found.")):
+            return logging.getLogger().isEnabledFor(record.levelno)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args = (
+            f"{message} This replica stays paused until the peering object exists "
+            "(kopf.dev/v1 KopfPeering in each watched namespace, ClusterKopfPeering without --namespace).",
+            None,
+        )
+        return True
+
+
+def _warn_when_peering_is_missing() -> None:
+    peering_logger = logging.getLogger("kopf._core.engines.peering")
+    if not peering_logger.isEnabledFor(logging.DEBUG):
+        peering_logger.setLevel(logging.DEBUG)
+        peering_logger.addFilter(_PeeringNotFound())
+
+
 def _run(args: argparse.Namespace) -> None:
     import kopf
 
     from modelrollout import handlers, kube, runtime
 
-    del handlers  # imported for its decorators
     level = "debug" if args.verbose else args.log_level
     kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
     logging.getLogger().setLevel(level.upper())
@@ -283,14 +391,20 @@ def _run(args: argparse.Namespace) -> None:
         prometheus_url=args.prometheus_url,
         istio_version=args.istio_version,
         metrics_port=args.metrics_port,
+        prometheus_credentials=args.prometheus_credentials,
     )
     configuration = kube.load_configuration(options.kubeconfig)
     memo = kopf.Memo(runtime=runtime.Runtime(options, configuration))
+    settings = kopf.OperatorSettings()
     peering = {} if args.standalone or not args.peering else {"peering_name": args.peering}
     if peering:
         # Equal priorities would let every replica act; a random one lets exactly one.
         peering["priority"] = args.priority if args.priority is not None else secrets.randbelow(2**31)
+        settings.peering.lifetime = args.peering_lifetime or settings.peering.lifetime
+        memo.settle = handlers.PEERING_SETTLE
+        _warn_when_peering_is_missing()
     kopf.run(
+        settings=settings,
         standalone=args.standalone or not args.peering,
         clusterwide=not args.namespace,
         namespaces=args.namespace,

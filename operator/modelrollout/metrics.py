@@ -72,6 +72,12 @@ class OperatorMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.tick_lag = Histogram(
+            "modelrollout_tick_lag_seconds",
+            "How late a scheduled tick started (timer and worker-thread delays).",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+        )
         self.errors = Counter(
             "modelrollout_reconcile_errors", "Ticks that failed unexpectedly.", EXPERIMENT, registry=r
         )

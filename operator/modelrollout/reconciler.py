@@ -19,11 +19,13 @@ import datetime
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelrollout import measure, metrics, notify, ports, spec, spec_hooks, status, webhooks
 from modelrollout.core import approvals, canary, guardrails, model, planning, sequential
+from modelrollout.providers import telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def utcnow() -> datetime.datetime:
 class Reconciler:
     experiments: Experiments
     router: ports.TrafficRouter
-    providers: Callable[[spec.PrometheusSpec], ports.MetricProvider]
+    # (spec.prometheus, the experiment's namespace: where its credentials' Secrets are) -> provider
+    providers: Callable[[spec.PrometheusSpec, str], ports.MetricProvider]
     events: Callable[[Mapping[str, Any]], ports.EventSink]
     clock: Clock = utcnow
     analyses: Sequence[guardrails.Analysis] = canary.DEFAULT_ANALYSES
@@ -55,6 +58,12 @@ class Reconciler:
     _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(threading.Lock)
     )
+    # One batching cache per provider: experiments whose windows end together share answers.
+    # Weak keys: a provider replaced (rotated credentials) takes its cache with it.
+    _telemetries: weakref.WeakKeyDictionary[ports.MetricProvider, telemetry.Telemetry] = dataclasses.field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    _telemetry_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def tick(self, namespace: str, name: str) -> float | None:
         """Run one tick; return seconds until the next, or None when the experiment is gone."""
@@ -115,7 +124,7 @@ class Reconciler:
         generation = meta.get("generation", 1)
         try:
             experiment = spec.parse_spec(body.get("spec"))
-            self.providers(experiment.prometheus)  # no Prometheus to ask is a spec problem, found up front
+            self.providers(experiment.prometheus, meta["namespace"])  # no Prometheus: a spec problem
         except spec.SpecError as e:
             obs = model.Observation(None, annotations, generation)
             return canary.reject_spec(state, obs, str(e)), None, None, None
@@ -133,13 +142,22 @@ class Reconciler:
         plan: str | None = None
         if canary.evaluation_due(experiment, state, now):
             window, now = evaluation_window(state, experiment.canary.interval, now)
-            provider = self.providers(experiment.prometheus)
-            metrics, requests = measure.measure(experiment, meta["name"], meta["namespace"], provider, window)
+            provider = self.providers(experiment.prometheus, meta["namespace"])
+            metrics, requests = measure.measure(
+                experiment, meta["name"], meta["namespace"], provider, window, now, self._telemetry(provider)
+            )
             if not (body.get("status") or {}).get("plan"):
                 plan = plan_summary(experiment, metrics, requests, window)
         answers = self._ask_webhooks(experiment, state, body)
         obs = model.Observation(weights, annotations, generation, metrics, requests, answers)
         return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights, plan
+
+    def _telemetry(self, provider: ports.MetricProvider) -> telemetry.Telemetry:
+        with self._telemetry_lock:
+            kept = self._telemetries.get(provider)
+            if kept is None:
+                kept = self._telemetries[provider] = telemetry.Telemetry(provider)
+            return kept
 
     def _ask_webhooks(
         self, experiment: spec.ExperimentSpec, state: model.State, body: Mapping[str, Any]

@@ -9,18 +9,17 @@ blocking work of a tick runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 import kubernetes
 
-from modelrollout import GROUP, kube, metrics, notify, ports, reconciler, spec, webhooks
+from modelrollout import GROUP, kube, metrics, notify, ports, prometheus_auth, reconciler, spec, webhooks
 from modelrollout.core import model
-from modelrollout.providers import prometheus
 from modelrollout.routers import istio
 
 # Seconds to wait after a tick failed for a reason nobody expected (API down...).
@@ -35,6 +34,10 @@ class Options:
     prometheus_url: str | None = None
     istio_version: str = "v1"
     metrics_port: int | None = None  # serve /metrics here (None: not at all)
+    # Credentials (file paths) for the default Prometheus (prometheus_url) only.
+    prometheus_credentials: prometheus_auth.OperatorCredentials = dataclasses.field(
+        default_factory=prometheus_auth.OperatorCredentials
+    )
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -53,11 +56,14 @@ class Runtime:
         self.configuration = configuration
         client = kube.api_client(configuration)
         self._client = client
-        self._providers: dict[tuple[str, float], ports.MetricProvider] = {}
+        secrets = kube.KubeSecrets(client)
+        self._providers = prometheus_auth.Providers(
+            secrets, options.prometheus_credentials, options.prometheus_url
+        )
         self._wakeups: dict[str, asyncio.Event] = {}
         self._seen: dict[str, tuple[Any, ...]] = {}
         self.metrics = metrics.OperatorMetrics()
-        caller = webhooks.Caller(kube.KubeSecrets(client))
+        caller = webhooks.Caller(secrets)
         self.reconciler = reconciler.Reconciler(
             experiments=kube.ExperimentStore(client),
             router=istio.IstioRouter(kubernetes.client.CustomObjectsApi(client), options.istio_version),
@@ -97,7 +103,8 @@ class Runtime:
             private_key_path=cfg.key_file,
         )
 
-    def provider_for(self, settings: spec.PrometheusSpec) -> ports.MetricProvider:
+    def provider_for(self, settings: spec.PrometheusSpec, namespace: str) -> ports.MetricProvider:
+        """The provider for an experiment in ``namespace``, with the credentials its spec (or we) name."""
         address = settings.address or self.options.prometheus_url
         if not address:
             raise spec.SpecError(
@@ -109,31 +116,39 @@ class Runtime:
                     )
                 ]
             )
-        key = (address.rstrip("/"), settings.timeout.total_seconds())
-        if key not in self._providers:
-            self._providers[key] = prometheus.PrometheusProvider(key[0], timeout=key[1])
-        return self._providers[key]
+        return self._providers.provider(address, settings, namespace)
 
     # ----------------------------------------------------------------------- daemons
 
     async def run_experiment(self, namespace: str, name: str, uid: str, logger: Any) -> None:
         wake = self._wakeups.setdefault(uid, asyncio.Event())
+        due: float | None = None  # when the tick was meant to run (monotonic), if it was scheduled
         try:
             while True:
                 wake.clear()
                 try:
-                    delay = await asyncio.to_thread(self.reconciler.tick, namespace, name)
+                    delay = await asyncio.to_thread(self._tick, namespace, name, due)
                 except Exception as e:  # any failure: log, back off, try again
                     logger.exception(f"tick failed: {e}")
                     self.metrics.failed(namespace, name)
                     delay = ERROR_BACKOFF
                 if delay is None:
                     return  # deleted: the finalizer takes over
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
+                delay = max(delay, 0.05)
+                due = time.monotonic() + delay
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+                    due = None  # woken early by a change: not late for anything
+                except TimeoutError:
+                    pass
         finally:
             self._wakeups.pop(uid, None)
             self._seen.pop(uid, None)
+
+    def _tick(self, namespace: str, name: str, due: float | None) -> float | None:
+        if due is not None:  # how late the tick starts: sleeping, waiting for a worker thread
+            self.metrics.tick_lag.observe(max(time.monotonic() - due, 0.0))
+        return self.reconciler.tick(namespace, name)
 
     def notice(self, body: Mapping[str, Any]) -> None:
         """A watch event: wake the experiment's daemon if something a user controls changed."""

@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout import templates
 from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _Model, _problem
-from modelrollout.spec_hooks import NotificationSpec, WebhookSpec, WebhookType
+from modelrollout.spec_hooks import NotificationSpec, ValueFrom, WebhookSpec, WebhookType
 
 
 class Strategy(str, enum.Enum):
@@ -154,9 +154,10 @@ class MetricSpec(_Model):
     builtin: Builtin | None = None
     query: str | None = None
     ratio: RatioQuery | None = None
-    max: float | None = None
-    min: float | None = None
-    max_relative_increase: Annotated[float, Field(ge=0)] | None = None
+    # NaN would silently disable a threshold (no comparison with it is true); JSON has neither it nor inf.
+    max: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    min: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    max_relative_increase: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -224,10 +225,61 @@ class AnalysisSpec(_Model):
     no_data: NoDataPolicy = NoDataPolicy.HOLD
     no_data_limit: Annotated[int, Field(ge=1, strict=True)] = 5
 
+    @field_validator("alpha")
+    @classmethod
+    def _not_vanishing(cls, value: float) -> float:
+        # The sequential tests' bound is (guardrails / alpha): an alpha near the smallest float makes
+        # it infinite (which no status JSON holds) or divides by zero.
+        if value < 1e-12:
+            raise _problem("must be at least 1e-12", value=value)
+        return value
+
+
+# RFC 7617: a basic-auth user-id has no ':' and no control characters.
+_USERNAME = re.compile(r"^[^:\x00-\x1f\x7f]+$")
+
+
+class BasicAuth(_Model):
+    """HTTP basic auth: a literal ``username`` or one from a Secret, and always a password from a Secret."""
+
+    username: str | None = None
+    username_from: ValueFrom | None = None
+    password_from: ValueFrom
+
+    @field_validator("username")
+    @classmethod
+    def _plain_username(cls, value: str | None) -> str | None:
+        if value is not None and (not value or len(value) > 253 or not _USERNAME.fullmatch(value)):
+            raise _problem("must be 1-253 printable characters without ':'", value=value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_username(self) -> BasicAuth:
+        if (self.username is None) == (self.username_from is None):
+            raise _problem("needs exactly one of username or usernameFrom", value=None)
+        return self
+
+
+class TLSConfig(_Model):
+    """How to trust an https:// Prometheus: a CA from a Secret (PEM), or (for tests only) nothing at all."""
+
+    ca_from: ValueFrom | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _ca_or_skip(self) -> TLSConfig:
+        if self.ca_from is not None and self.insecure_skip_verify:
+            raise _problem("sets both caFrom and insecureSkipVerify: a CA is of no use unverified")
+        return self
+
 
 class PrometheusSpec(_Model):
     address: str | None = None
     timeout: Duration = datetime.timedelta(seconds=10)
+    # Credentials, read from Secrets in the experiment's namespace at each evaluation (never stored).
+    bearer_token_from: ValueFrom | None = None
+    basic_auth: BasicAuth | None = None
+    tls_config: TLSConfig | None = None
 
     @field_validator("address")
     @classmethod
@@ -235,6 +287,12 @@ class PrometheusSpec(_Model):
         if value is not None and not re.fullmatch(r"^https?://[^/\s]+(/\S*)?$", value):
             raise _problem("must be an http:// or https:// URL", value=value)
         return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> PrometheusSpec:
+        if self.bearer_token_from is not None and self.basic_auth is not None:
+            raise _problem("sets both bearerTokenFrom and basicAuth: choose one", value=None)
+        return self
 
 
 class ExperimentSpec(_Model):
@@ -336,6 +394,9 @@ class SpecError(ValueError):
 
 def parse_spec(raw: Mapping[str, Any] | None) -> ExperimentSpec:
     """Validate ``raw`` (the ``spec`` of a ModelExperiment) or raise :class:`SpecError`."""
+    if raw is not None and not isinstance(raw, Mapping):
+        # Only an API server that does not validate (an emulator, an old CRD) lets this through.
+        raise SpecError([SpecProblem(path="spec", message="must be an object with fields", value=raw)])
     try:
         return ExperimentSpec.model_validate(dict(raw or {}))
     except pydantic.ValidationError as e:
@@ -345,7 +406,10 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ExperimentSpec:
 def _as_problem(error: Any) -> SpecProblem:
     path = "spec"
     for part in error["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:  # an unknown field's name may hold a newline: keep the problem on one line
+            path += f".{part}" if str(part).isprintable() else f"[{str(part)!r}]"
     ctx = error.get("ctx") or {}
     subpath = ctx.get("subpath", "")
     if subpath:
@@ -363,7 +427,10 @@ def _as_problem(error: Any) -> SpecProblem:
 def _short_repr(value: Any) -> str:
     if value is None:
         return ""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested deeper than repr goes; an int too long to print
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -126,7 +126,8 @@ def test_a_failed_batch_fails_every_workload_with_its_cause() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    istio = telemetry.Telemetry(PrometheusProvider(f"http://127.0.0.1:{closed_port}", timeout=1))
+    provider = PrometheusProvider(f"http://127.0.0.1:{closed_port}", timeout=1)  # the cache holds it weakly
+    istio = telemetry.Telemetry(provider)
     for workload in ("a", "b"):
         assert istio.requests(workload, "ns", WINDOW, None).outcome is QueryOutcome.UNREACHABLE
         assert istio.buckets(workload, "ns", WINDOW, None).outcome is QueryOutcome.UNREACHABLE

@@ -505,8 +505,12 @@ def test_example_files_start_with_an_explaining_comment(path: Path) -> None:
 
 def test_full_example_covers_every_canary_field(spec_schema: Node) -> None:
     full = load_manifest(EXAMPLES / "02-full" / "experiment.yaml")["spec"]
+    # Prometheus credentials (two of them mutually exclusive) have an example of their own.
+    credentials = {"bearerTokenFrom", "basicAuth", "tlsConfig"}
     for part in ("canary", "analysis", "prometheus", "virtualService", "baseline", "candidate"):
-        assert set(full[part]) == set(spec_schema["properties"][part]["properties"]), part
+        assert set(full[part]) == set(spec_schema["properties"][part]["properties"]) - credentials, part
+    auth = load_manifest(EXAMPLES / "07-prometheus-auth" / "experiment.yaml")["spec"]["prometheus"]
+    assert credentials - {"basicAuth"} <= set(auth), "07-prometheus-auth shows the credentials"
     kinds = {next(k for k in ("builtin", "query", "ratio") if k in m) for m in full["metrics"]}
     assert kinds == {"builtin", "query", "ratio"}
     assert any("max" in m and "maxRelativeIncrease" in m for m in full["metrics"])

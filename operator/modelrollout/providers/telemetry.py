@@ -23,6 +23,7 @@ import datetime
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from modelrollout import durations, ports
@@ -33,13 +34,33 @@ _SELECTOR = '{reporter="destination"'
 _WINDOW = "<window>"
 REQUESTS = f"sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}}}[{_WINDOW}]))"
 ERRORS = f'sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}, response_code=~"5.."}}[{_WINDOW}]))'
-BUCKETS = (
-    f"sum by ({_BY}, le) (increase(istio_request_duration_milliseconds_bucket{_SELECTOR}}}[{_WINDOW}]))"
-)
+BUCKETS = f"sum by ({_BY}, le) (increase(istio_request_duration_milliseconds_bucket{_SELECTOR}}}[{_WINDOW}]))"
 
 # How long an answer is kept: long enough for every experiment ending its window at the same
-# second to find it, short enough that memory stays flat.
-KEEP_SECONDS = 120.0
+# second to find it (late ticks included), short enough that memory stays flat.  A tick later
+# than this asks again: one more query, never a wrong answer.
+KEEP_SECONDS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    """One batched answer, indexed by (workload, namespace): looked up once per variant."""
+
+    outcome: QueryOutcome
+    detail: str
+    series: Mapping[tuple[str, str], list[tuple[Mapping[str, str], float]]]
+
+    @classmethod
+    def of(cls, result: SeriesResult) -> _Answer:
+        index: dict[tuple[str, str], list[tuple[Mapping[str, str], float]]] = {}
+        for labels, value in result.series:
+            key = (labels.get("destination_workload", ""), labels.get("destination_workload_namespace", ""))
+            index.setdefault(key, []).append((labels, value))
+        return cls(result.outcome, result.detail, index)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is QueryOutcome.OK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +74,11 @@ class Telemetry:
     """Batched, cached answers of one provider; safe to use from many threads at once."""
 
     def __init__(self, provider: ports.MetricProvider, clock: Callable[[], float] = time.monotonic) -> None:
-        self._provider = provider
+        # Weak: the operator keeps one Telemetry per provider, keyed weakly by the provider.
+        self._provider = weakref.ref(provider)
         self._clock = clock
         self._lock = threading.Lock()
-        self._answers: dict[_Key, tuple[float, concurrent.futures.Future[SeriesResult]]] = {}
+        self._answers: dict[_Key, tuple[float, concurrent.futures.Future[_Answer]]] = {}
         self.queries = 0  # batched queries actually sent (for benchmarks and tests)
 
     def requests(
@@ -80,11 +102,11 @@ class Telemetry:
         """The workload's latency histogram: one series per ``le``."""
         answer = self._answer(BUCKETS, window, at)
         if not answer.ok:
-            return answer
+            return SeriesResult(answer.outcome, detail=answer.detail)
         series = tuple(
             ({"le": labels["le"]}, value)
-            for labels, value in answer.series
-            if _belongs(labels, workload, namespace) and "le" in labels
+            for labels, value in answer.series.get((workload, namespace), ())
+            if "le" in labels
         )
         if not series:
             return SeriesResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
@@ -92,7 +114,7 @@ class Telemetry:
 
     def _answer(
         self, template: str, window: datetime.timedelta, at: datetime.datetime | None
-    ) -> SeriesResult:
+    ) -> _Answer:
         key = _Key(template, window, at)
         now = self._clock()
         with self._lock:
@@ -109,7 +131,10 @@ class Telemetry:
             self.queries += 1
             promql = template.replace(_WINDOW, durations.format_duration(window))
             try:
-                future.set_result(self._provider.query_series(promql, at))
+                provider = self._provider()
+                if provider is None:
+                    raise RuntimeError("the metric provider of this telemetry cache is gone")
+                future.set_result(_Answer.of(provider.query_series(promql, at)))
             except BaseException as e:  # never leave the others waiting
                 future.set_exception(e)
                 raise
@@ -120,20 +145,14 @@ class Telemetry:
             del self._answers[key]
 
 
-def _belongs(labels: Mapping[str, str], workload: str, namespace: str) -> bool:
-    return labels.get("destination_workload") == workload and (
-        labels.get("destination_workload_namespace") == namespace
-    )
-
-
 def _absent(workload: str, namespace: str) -> str:
     return f"no series for workload {workload} in namespace {namespace}"
 
 
-def _one(answer: SeriesResult, workload: str, namespace: str) -> QueryResult:
+def _one(answer: _Answer, workload: str, namespace: str) -> QueryResult:
     if not answer.ok:
         return QueryResult(answer.outcome, detail=answer.detail)
-    values = [value for labels, value in answer.series if _belongs(labels, workload, namespace)]
+    values = [value for _, value in answer.series.get((workload, namespace), ())]
     if not values:
         return QueryResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
     if len(values) > 1:
