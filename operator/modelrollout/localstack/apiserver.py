@@ -55,6 +55,10 @@ def declare_default_resources(emulator: ApiEmulator) -> None:
     declare("", "v1", "configmaps", kind="ConfigMap", shortnames=["cm"])
     declare("events.k8s.io", "v1", "events", kind="Event", shortnames=["ev"])
     declare("coordination.k8s.io", "v1", "leases", kind="Lease")
+    # kopf's peering (``modelrollout run --peering``), as its CRDs define them: replicas write their
+    # heartbeats into the peering object's status (no status subresource).
+    declare("kopf.dev", "v1", "kopfpeerings", kind="KopfPeering")
+    declare("kopf.dev", "v1", "clusterkopfpeerings", kind="ClusterKopfPeering", namespaced=False)
     declare(
         "apiextensions.k8s.io",
         "v1",
@@ -215,7 +219,7 @@ class ApiServer:
         return self.call(lambda e: e.list_objects(group, version, plural, namespace))
 
     def request_log(self) -> list[LoggedRequest]:
-        """Every request so far: ``(method, path, status, query)``, e.g. to count API calls."""
+        """Every request so far: ``(method, path, status, query, user)``, e.g. to count API calls."""
         return self.emulator.request_log()
 
     def clear_request_log(self) -> None:
@@ -243,8 +247,13 @@ class ApiServer:
     def clear_faults(self) -> None:
         self.emulator.clear_faults()
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        """Write a kubeconfig for kubectl, kopf and the kubernetes client pointing here."""
+    def write_kubeconfig(
+        self, path: str | Path, namespace: str = "default", token: str = "modelrollout-local"
+    ) -> Path:
+        """Write a kubeconfig for kubectl, kopf and the kubernetes client pointing here.
+
+        The request log names each request's ``user`` by the token: give each client its own.
+        """
         name = "modelrollout-local"
         config = {
             "apiVersion": "v1",
@@ -252,7 +261,7 @@ class ApiServer:
             "current-context": name,
             "preferences": {},
             "clusters": [{"name": name, "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": name, "user": {"token": "modelrollout-local"}}],
+            "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
         }
         path = Path(path)

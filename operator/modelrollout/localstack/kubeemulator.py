@@ -90,6 +90,7 @@ class LoggedRequest(NamedTuple):
     path: str
     status: int | None  # None while in flight; a watch is 200 as soon as it streams
     query: str = ""
+    user: str = ""  # the bearer token: the emulator authenticates no one, a token just names its client
 
 
 @attrs.define
@@ -98,6 +99,7 @@ class _LogEntry:
     path: str
     query: str
     status: int | None = None
+    user: str = ""
 
 
 @attrs.define(eq=False)
@@ -337,9 +339,9 @@ class ApiEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]  # kmock is A
             self._faults.clear()
 
     def request_log(self) -> list[LoggedRequest]:
-        """Thread-safe snapshot: method, path, status (and query) of every request so far."""
+        """Thread-safe snapshot: method, path, status (query and user) of every request so far."""
         with self._guard:
-            return [LoggedRequest(e.method, e.path, e.status, e.query) for e in self._log]
+            return [LoggedRequest(e.method, e.path, e.status, e.query, e.user) for e in self._log]
 
     def clear_request_log(self) -> None:
         with self._guard:
@@ -352,7 +354,8 @@ class ApiEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]  # kmock is A
 
     # ------------------------------------------------------------------------------------ serving
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        entry = _LogEntry(raw.method, raw.path, raw.query_string)
+        scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
+        entry = _LogEntry(raw.method, raw.path, raw.query_string, user=token if scheme == "Bearer" else "")
         with self._guard:
             self._log.append(entry)
         response: aiohttp.web.StreamResponse

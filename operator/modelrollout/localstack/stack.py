@@ -103,16 +103,24 @@ class LocalStack:
     ) -> None:
         self.stop()
 
-    def start_operator(self, *extra: str, name: str = "operator") -> OperatorProcess:
+    def start_operator(
+        self,
+        *extra: str,
+        name: str = "operator",
+        standalone: bool = True,
+        kubeconfig: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> OperatorProcess:
+        """``standalone=False`` leaves peering to ``extra`` (``--peering``): for several replicas."""
         args = [
-            "--standalone",
+            *(["--standalone"] if standalone else []),
             "--kubeconfig",
-            str(self.kubeconfig),
+            str(kubeconfig or self.kubeconfig),
             "--prometheus-url",
             self.prometheus.url,
             *extra,
         ]
-        operator = OperatorProcess(args, self.workdir / f"{name}.log")
+        operator = OperatorProcess(args, self.workdir / f"{name}.log", env=env)
         self.operators.append(operator)
         return operator
 
