@@ -268,6 +268,16 @@ def test_srm_holds_with_a_condition_and_one_event_but_harm_still_rolls_back():
     assert harmful.state.phase is Phase.ROLLED_BACK
 
 
+def test_windows_starting_soon_after_a_weight_change_may_still_show_the_old_split():
+    """Envoy and Prometheus lag the routes: a window starting 4 s into a step straddles the change."""
+    experiment = make_spec(canary={"minSamples": 0, "interval": "2s", "minStepDuration": "1m"})
+    split_between = healthy(requests=(4500, 500))  # 10 %: between step 1 (5 %) and step 2 (25 %)
+    early = progressing(experiment, 2, last_evaluated_at=T0 + 4 * S)
+    assert not step(experiment, early, T0 + 6 * S, **split_between).state.analysis["srm"]["detected"]
+    settled = progressing(experiment, 2, last_evaluated_at=T0 + 12 * S)
+    assert step(experiment, settled, T0 + 14 * S, **split_between).state.analysis["srm"]["detected"]
+
+
 def test_default_analyses_leave_relative_rules_of_count_metrics_to_the_sequential_test():
     metrics = [{"name": "error-rate", "builtin": "error-rate", "maxRelativeIncrease": 0.1}]
     experiment = make_spec(metrics=metrics)

@@ -38,6 +38,9 @@ DEFAULT_ANALYSES: tuple[guardrails.Analysis, ...] = (
     guardrails.ThresholdRules(relative=_left_to_sequential),
     sequential.SequentialTests(),
 )
+# How long after a weight change the measured traffic split may still show the old weights
+# (Envoy picking up the routes, Prometheus scraping): windows starting sooner straddle it.
+WEIGHT_CHANGE_SETTLE = datetime.timedelta(seconds=10)
 # Suspicious evidence may hold a step this many step durations at most.
 MAX_STEP_EXTENSION = 2
 
@@ -183,7 +186,9 @@ def blocked(
     interval = experiment.canary.interval
     if state.phase.is_final:
         return model.Decision(state, None, requeue_after=interval)
-    events = () if state.message == message else (Event("Warning", reason, message),)
+    # Told once: a wait is stored as "waiting: ...", and must not post an Event every interval.
+    told = state.message in (message, f"waiting: {message}")
+    events = () if told else (Event("Warning", reason, message),)
     if state.phase is Phase.PENDING:
         waiting = dataclasses.replace(state, reason=reason, message=f"waiting: {message}", action=Action.HOLD)
         return model.Decision(waiting, None, events, requeue_after=interval)
@@ -300,8 +305,11 @@ def _evaluate(
 ) -> model.Decision:
     assessments, memory = _assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
-    # The first window of a step straddles the weight change: its share lies between the two weights.
-    first_of_step = state.last_evaluated_at == state.step_started_at
+    # Windows that start right after the weight change straddle it: the mesh applies new routes and
+    # Prometheus scrapes with a delay, so their share lies anywhere between the two weights.
+    started = state.step_started_at
+    window_start = state.last_evaluated_at or started
+    first_of_step = started is None or window_start is None or window_start - started < WEIGHT_CHANGE_SETTLE
     previous = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
     mismatch = srm.check(
         state.analysis.get("srm"),
