@@ -10,15 +10,20 @@ from __future__ import annotations
 import datetime
 import re
 
-# Units PromQL and Go both understand, plus days and weeks (PromQL has them).
-_UNIT_SECONDS: dict[str, float] = {
-    "ms": 0.001,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 604800,
+# Units PromQL and Go both understand, plus days and weeks (PromQL has them), in milliseconds:
+# integers, so no length of digits overflows a float.
+_UNIT_MILLIS: dict[str, int] = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
 }
+# Go's time.Duration ends at 2^63-1 ns (about 292 years): no Kubernetes tool takes a longer one, and a
+# longer one overflows the date arithmetic of the decision core (now + 2 * minStepDuration).
+_MAX_MILLIS = (2**63 - 1) // 1_000_000
+_TOO_LONG = "is too long (at most 2562047h, Go's longest duration)"
 # Kept in sync with the CRD's `pattern` for duration fields (tests check it).
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
 _PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
@@ -37,13 +42,15 @@ def parse_duration(text: str) -> datetime.timedelta:
     # fullmatch: `$` also matches before a trailing newline in Python (not in Go).
     if not isinstance(text, str) or not _WHOLE.fullmatch(text):
         raise DurationError("must be a duration like 30s, 5m, 1h30m or 14d")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
-    if seconds <= 0:
+    parts = _PART.findall(text)
+    if any(len(n.lstrip("0")) > 20 for n, _ in parts):  # int() refuses 4300 digits and more
+        raise DurationError(_TOO_LONG)
+    millis = sum(int(n) * _UNIT_MILLIS[unit] for n, unit in parts)
+    if millis <= 0:
         raise DurationError("must be longer than zero")
-    try:
-        return datetime.timedelta(seconds=seconds)
-    except OverflowError:
-        raise DurationError("is too long (at most 999999999 days)") from None
+    if millis > _MAX_MILLIS:
+        raise DurationError(_TOO_LONG)
+    return datetime.timedelta(milliseconds=millis)
 
 
 def format_duration(value: datetime.timedelta) -> str:

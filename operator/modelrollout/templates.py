@@ -36,7 +36,9 @@ STRING_VARIABLES: frozenset[str] = frozenset({"workload", "host", "subset", "nam
 DURATION_VARIABLES: frozenset[str] = frozenset({"interval"})
 # The variables API.md promises, filled in per variant.
 VARIABLES: frozenset[str] = STRING_VARIABLES | DURATION_VARIABLES
-PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+# The blanks around a name are RE2's `\s` (ASCII, no \v), as in the CRD's CEL rule for query templates:
+# Python's `\s` also takes Unicode spaces, so `{{ workload\u00a0}}` would pass here and fail admission.
+PLACEHOLDER = re.compile(r"\{\{[\t\n\f\r ]*(.*?)[\t\n\f\r ]*\}\}")
 
 # What Go's regexp.QuoteMeta escapes: every RE2 metacharacter.
 _RE2_META = frozenset(r"\.+*?()|[]{}^$")

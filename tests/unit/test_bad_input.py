@@ -1,0 +1,470 @@
+"""Bad input, fuzzed: the spec parser answers with a SpecError or a spec, the core with a decision.
+
+An emulated API server (kmock), an old CRD or ``--validate=false`` lets
+anything reach the operator, so ``spec.parse_spec`` must turn every input
+into either a spec or a :class:`~modelrollout.spec.SpecError` that names
+the fields -- never another exception, which would crash the reconciler on
+every tick (and wedge deletion behind the finalizer).  Whatever parses must
+then run: ``canary.decide`` from a fresh state, with plausible observations
+and with hostile ones (weights that do not add up, missing metrics, NaN),
+keeps its invariants and writes a status the API server accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelrollout import ports, spec
+from modelrollout import status as status_mod
+from modelrollout.core import canary, model
+from modelrollout.core.model import Phase
+
+from core_helpers import T0, histogram
+from test_crd import CRD_PATH, make_validator
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Node = dict[str, Any]
+
+
+def _load(path: Path) -> Node:
+    with path.open() as f:
+        spec_: Node = yaml.safe_load(f)["spec"]
+    return spec_
+
+
+EXAMPLES = [_load(path) for path in sorted((ROOT / "examples").glob("**/experiment.yaml"))]
+# Every field of a canary at once: examples, plus what none of them shows together.
+EVERYTHING: Node = {
+    **copy.deepcopy(EXAMPLES[0]),
+    "virtualService": {"name": "churn", "namespace": "ml", "routes": ["primary", "canary"]},
+    "baseline": {"host": "churn.ml.svc.cluster.local", "subset": "v1", "workload": "churn-v1"},
+    "candidate": {"host": "churn.ml.svc.cluster.local", "subset": "v2", "workload": "churn-v2"},
+    "strategy": "Canary",
+    "canary": {"steps": [1, 5, 25, 50, 100], "interval": "30s", "minStepDuration": "2m", "minSamples": 200},
+    "metrics": [
+        {"name": "error-rate", "builtin": "error-rate", "max": 0.05, "maxRelativeIncrease": 0.5},
+        {"name": "latency-p99", "builtin": "latency-p99", "min": 0, "max": 900},
+        {"name": "q", "query": 'sum(rate(x{w="{{ workload }}", s="{{ subset }}"}[{{ interval }}]))',
+         "max": 1},
+        {"name": "r", "ratio": {"success": 'sum(a{w="{{ workload }}"})',
+                                "total": 'sum(b{w="{{ workload }}"})'},
+         "min": 0.1},
+    ],
+    "analysis": {"alpha": 0.01, "failureLimit": 2, "noData": "Fail", "noDataLimit": 3},
+    "prometheus": {"address": "https://prom.example:9090/prefix", "timeout": "5s",
+                   "bearerTokenFrom": {"secretKeyRef": {"name": "prom", "key": "token"}},
+                   "tlsConfig": {"caFrom": {"secretKeyRef": {"name": "prom", "key": "ca.crt"}}}},
+    "paused": False,
+    "webhooks": [{"name": "qa", "type": "confirm-step", "url": "http://qa.ml/ok", "timeout": "30s",
+                  "retries": 1, "deadline": "2h", "onDeadline": "Rollback", "metadata": {"team": "ml"}}],
+    "notifications": [{"name": "chat", "type": "slack", "events": ["Promoted", "RolledBack"],
+                       "urlFrom": {"secretKeyRef": {"name": "hooks", "key": "slack"}}}],
+}  # fmt: skip
+SEEDS = [*EXAMPLES, EVERYTHING]
+
+
+def test_the_seeds_are_valid() -> None:
+    """The fuzzers start from specs that parse, so what they find is the mutation's doing."""
+    for seed in SEEDS:
+        spec.parse_spec(seed)
+    assert len(SEEDS) >= 5
+
+
+# --------------------------------------------------------------------------- strategies
+
+KNOWN_KEYS = sorted(
+    {key for seed in SEEDS for key in json.dumps(seed).split('"')[1::2] if key.isidentifier()}
+    | {"candidates", "abTest", "shadow", "bandit", "objective", "segments", "basicAuth", "usernameFrom"}
+)
+NASTY_STRINGS = [
+    "", " ", "0", "0s", "-5m", "5 minutes", "1h30", "999999999d", "1" * 400 + "ms", "NaN", "null", "true",
+    "Canary", "canary", "Hold", "error-rate", "latency-p50", "churn-v1", "churn-v2", "Churn_V2",
+    "{{ workload }}", "{{ workloda }}", "{{", 'x{w="{{ workload }}"}', "sum(x) {{ workload }}",
+    "http://prom:9090", "http://prom:9090/\n", "ftp://x", "a\x00b", "\u202eevil", "\ud800", "😀" * 3,
+    "x" * 5000,
+]  # fmt: skip
+HUGE_NUMBERS = [2**63, -(2**63) - 1, 10**30, 1e308, -1e308, 5e-324, -0.0, math.nan, math.inf, -math.inf]
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(HUGE_NUMBERS)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.sampled_from(NASTY_STRINGS)
+)
+keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=6)
+json_trees = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5),
+    max_leaves=25,
+)
+
+
+def _nest(depth: int, leaf: Any, as_dict: bool) -> Any:
+    for _ in range(depth):
+        leaf = {"a": leaf} if as_dict else [leaf]
+    return leaf
+
+
+# Nested about as deep as a JSON decoder goes (Python's stops near the recursion limit).
+deep_junk = st.builds(_nest, st.integers(50, 950), scalars, st.booleans())
+junk = json_trees | deep_junk | st.builds(list) | st.builds(dict)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+def _wrong_shape(value: Any) -> list[Any]:
+    """What users put where this value belongs: a list for a dict, a string for a number..."""
+    return [[value], {"value": value}, str(value), None, "", 0, -1, [], {}]
+
+
+@st.composite
+def mutated_specs(draw: st.DrawFn) -> Any:
+    """A valid spec with 1-4 changes: wrong types, missing or unknown fields, junk, huge or NaN numbers."""
+    raw = copy.deepcopy(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        path = draw(st.sampled_from(_paths(raw)))
+        if not path:
+            return draw(junk) if draw(st.integers(0, 9)) == 0 else raw
+        *parents, last = path
+        target = raw
+        for part in parents:
+            target = target[part]
+        operation = draw(st.sampled_from(["replace", "shape", "delete", "add", "number", "string"]))
+        if operation == "delete":
+            del target[last]
+        elif operation == "add" and isinstance(target, dict):
+            target[draw(keys)] = draw(junk)
+        elif operation == "shape":
+            target[last] = draw(st.sampled_from(_wrong_shape(target[last])))
+        elif operation == "number":
+            target[last] = draw(st.sampled_from(HUGE_NUMBERS) | st.integers() | st.floats())
+        elif operation == "string":
+            target[last] = draw(st.sampled_from(NASTY_STRINGS) | st.text(max_size=20))
+        else:
+            target[last] = draw(junk)
+    return raw
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def parse_or_problems(raw: Any) -> spec.ExperimentSpec | None:
+    """The spec, or None after checking the SpecError names fields and says what is wrong with them."""
+    try:
+        return spec.parse_spec(raw)
+    except spec.SpecError as e:
+        text = str(e)
+        assert e.problems, "a SpecError without problems"
+        for problem in e.problems:
+            assert problem.path == "spec" or problem.path.startswith(("spec.", "spec[")), problem.path
+            assert problem.message.strip(), problem
+            assert problem.path in text, (problem.path, text)
+            assert "\n" not in str(problem).replace("\\n", ""), "one line per problem"
+        return None
+
+
+@FAST
+@given(json_trees | deep_junk)
+def test_any_json_only_ever_raises_spec_error(raw: Any) -> None:
+    """Anything at all as the spec, including not an object."""
+    parse_or_problems(raw)
+
+
+@FAST
+@given(st.dictionaries(keys, junk, max_size=8))
+def test_any_object_only_ever_raises_spec_error(raw: Node) -> None:
+    parse_or_problems(raw)
+
+
+@FAST
+@given(mutated_specs())
+def test_mutated_examples_only_ever_raise_spec_error(raw: Any) -> None:
+    parse_or_problems(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ("oops", "spec"),
+        ([{"virtualService": {"name": "churn"}}], "spec"),
+        (True, "spec"),
+        ({**EXAMPLES[0], "paused": _nest(990, 1, False)}, "spec.paused"),
+        ({**EXAMPLES[0], "canary": {"steps": _nest(990, 1, False)}}, "spec.canary.steps[0]"),
+        ({**EXAMPLES[0], "canary": {"interval": "1" * 400 + "ms"}}, "spec.canary.interval"),
+        ({**EXAMPLES[0], "canary": {"interval": "9" * 5000 + "s"}}, "spec.canary.interval"),
+        ({**EXAMPLES[0], "canary": {"minStepDuration": "999999999d"}}, "spec.canary.minStepDuration"),
+        ({**EXAMPLES[0], "metrics": [{"name": "q", "query": "up", "max": math.nan}]}, "spec.metrics[0].max"),
+        ({**EXAMPLES[0], "metrics": [{"name": "q", "query": "up", "min": -math.inf}]}, "spec.metrics[0].min"),
+        (
+            {**EXAMPLES[0], "metrics": [{"name": "e", "builtin": "error-rate",
+                                         "maxRelativeIncrease": math.inf}]},
+            "spec.metrics[0].maxRelativeIncrease",
+        ),
+        ({**EXAMPLES[0], "analysis": {"alpha": 5e-324}}, "spec.analysis.alpha"),
+    ],
+    ids=["a string", "a list", "a boolean", "deep in a bool", "deep in a list", "400-digit ms",
+         "5000-digit duration", "longer than Go's durations", "NaN max", "-inf min", "inf relative",
+         "vanishing alpha"],
+)  # fmt: skip
+def test_inputs_that_used_to_crash_or_slip_through(raw: Any, path: str) -> None:
+    """Found by the fuzzers: each raised something other than SpecError, or parsed and then crashed the
+    core (a 999999999d step outlives datetime) or disabled a guardrail (nothing compares true with NaN)."""
+    with pytest.raises(spec.SpecError) as caught:
+        spec.parse_spec(raw)
+    assert path in [problem.path for problem in caught.value.problems]
+
+
+# --------------------------------------------------------------------------- the core, on whatever parses
+
+DURATIONS = st.sampled_from(["1ms", "500ms", "1s", "10s", "1m", "1h30m", "14d", "2562047h"])
+THRESHOLD = st.floats(-1e300, 1e300, allow_nan=False) | st.sampled_from(
+    [0.0, -0.0, 5e-324, 1e-9, 0.05, 250.0]
+)
+
+
+@st.composite
+def _metric(draw: st.DrawFn, name: str) -> Node:
+    source = draw(
+        st.sampled_from(
+            [
+                {"builtin": "error-rate"}, {"builtin": "latency-p95"}, {"builtin": "latency-p99"},
+                {"query": 'sum(rate(x{w="{{ workload }}"}[{{ interval }}]))'},
+                {"query": "sum(x) {{ workload }}"},  # refused when filled: the core sees an Error result
+                {"ratio": {"success": 'sum(a{w="{{ workload }}"})', "total": 'sum(b{w="{{ workload }}"})'}},
+            ]
+        )
+    )  # fmt: skip
+    bounds = sorted(draw(st.lists(THRESHOLD, max_size=2)))
+    limits = dict(zip(draw(st.sampled_from([("min", "max"), ("max",), ("min",), ()])), bounds, strict=False))
+    if draw(st.booleans()):
+        limits["maxRelativeIncrease"] = draw(st.floats(0, 1e300) | st.just(0.0))
+    return {"name": name, **source, **limits}
+
+
+@st.composite
+def runnable_specs(draw: st.DrawFn) -> Node:
+    """Valid specs from the edges of what is valid: 1 to 20 steps, 1 ms to 292 years, extreme thresholds."""
+    names = draw(
+        st.lists(st.sampled_from(["error-rate", "latency-p95", "q", "r", "s"]), unique=True, max_size=4)
+    )
+    raw: Node = {
+        "virtualService": {"name": "churn"},
+        "baseline": {"subset": "v1", "workload": "churn-v1"},
+        "candidate": {"subset": "v2", "workload": "churn-v2"},
+        "canary": {
+            "steps": sorted(draw(st.sets(st.integers(1, 100), min_size=1, max_size=20))),
+            "interval": draw(DURATIONS),
+            "minSamples": draw(st.integers(0, 2**62)),
+        },
+        "metrics": [draw(_metric(name)) for name in names],
+        "analysis": {
+            "alpha": draw(st.floats(1e-12, 1, exclude_max=True) | st.sampled_from([1e-12, 0.999999])),
+            "failureLimit": draw(st.integers(1, 2**62)),
+            "noData": draw(st.sampled_from(["Hold", "Fail"])),
+            "noDataLimit": draw(st.integers(1, 5)),
+        },
+        "paused": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        raw["canary"]["minStepDuration"] = draw(DURATIONS)
+    return raw
+
+
+def test_runnable_specs_parse() -> None:
+    @settings(max_examples=50, deadline=None)
+    @given(runnable_specs())
+    def check(raw: Node) -> None:
+        spec.parse_spec(raw)
+
+    check()
+
+
+SPECS_THAT_MAY_RUN = runnable_specs() | mutated_specs()
+
+
+# Providers promise finite values in OK results (NaN and Inf are outcomes of their own), but nothing
+# about their size or sign: a custom query may return -1e308.
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+PLAUSIBLE = st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
+
+
+def _result(values: st.SearchStrategy[float]) -> st.SearchStrategy[ports.QueryResult]:
+    missing = st.sampled_from([o for o in ports.QueryOutcome if o is not ports.QueryOutcome.OK]).map(
+        lambda outcome: ports.QueryResult(outcome, None, f"{outcome.value} here")
+    )
+    return values.map(lambda v: ports.QueryResult(ports.QueryOutcome.OK, v)) | missing
+
+
+def _histogram(values: st.SearchStrategy[float]) -> st.SearchStrategy[model.Histogram]:
+    """Ascending bucket edges ending at +Inf (what measure passes on), with any counts."""
+    edges = st.lists(st.floats(0, 1e5, allow_nan=False), unique=True, max_size=5).map(sorted)
+    return edges.flatmap(
+        lambda e: st.lists(values, min_size=len(e) + 1, max_size=len(e) + 1).map(
+            lambda counts: tuple(zip([*e, math.inf], counts, strict=True))
+        )
+    )
+
+
+@st.composite
+def observations(
+    draw: st.DrawFn, experiment: spec.ExperimentSpec, state: model.State, due: bool, plausible: bool
+) -> model.Observation:
+    """What the reconciler might see: plausible (healthy-looking numbers) or hostile (anything typed:
+    weights that do not add up or name strangers, missing and unknown metrics, NaN outcomes, counts
+    with more events than requests, histograms that decrease, -1e308...)."""
+    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    values = PLAUSIBLE if plausible else FINITE
+    if state.weights and draw(st.integers(0, 3)):
+        weights: dict[str, int] | None = dict(state.weights)
+    else:
+        workloads = st.sampled_from([base, cand, "stranger"])
+        weights = draw(st.none() | st.dictionaries(workloads, st.integers(-10, 150), max_size=3))
+    gates = ["modelrollout.io/promote", "modelrollout.io/abort", "modelrollout.io/restart", "x"]
+    annotations: dict[str, str] = {}
+    if draw(st.integers(0, 9)) == 0:
+        annotations[draw(st.sampled_from(gates))] = draw(st.sampled_from(["1", "2", ""]))
+    if not due and (plausible or draw(st.booleans())):
+        return model.Observation(weights, annotations, 1)
+    names = [metric.name for metric in experiment.metrics]
+    if not plausible:
+        names = draw(
+            st.lists(st.sampled_from([*names, "unknown-metric"]), unique=True, max_size=len(names) + 1)
+        )
+    samples = []
+    for name in names:
+        results = draw(st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+        if plausible:
+            total, share = draw(PLAUSIBLE), draw(st.floats(0, 1))
+            counts = {w: model.Counts(total * share, total) for w in (base, cand)}
+            histograms = {w: histogram(total, share) for w in (base, cand)}
+        else:
+            pair = st.builds(model.Counts, values, values)
+            counts = draw(st.fixed_dictionaries({base: pair, cand: pair}))
+            histograms = draw(st.fixed_dictionaries({base: _histogram(values), cand: _histogram(values)}))
+        samples.append(
+            model.MetricSample(
+                name,
+                results,
+                counts=counts if draw(st.booleans()) else None,
+                histograms=histograms if draw(st.booleans()) else None,
+            )
+        )
+    requests = draw(st.none() | st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+    return model.Observation(weights, annotations, 1, metrics=tuple(samples), requests=requests)
+
+
+@functools.cache
+def _status_validator() -> Any:
+    with CRD_PATH.open() as f:
+        crd = yaml.safe_load(f)
+    return make_validator(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
+
+
+def _check_decision(
+    experiment: spec.ExperimentSpec,
+    decision: model.Decision,
+    previous: Node,
+    now: datetime.datetime,
+    plausible: bool,
+) -> Node:
+    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    state = decision.state
+    if decision.weights is not None:
+        assert set(decision.weights) == {base, cand}, decision.weights
+        assert sum(decision.weights.values()) == 100
+        assert all(0 <= weight <= 100 for weight in decision.weights.values())
+    if state.weights:
+        assert sum(state.weights.values()) == 100, state.weights
+    if state.phase is Phase.ROLLED_BACK:
+        assert dict(state.weights) == {base: 100, cand: 0}
+        assert decision.weights in (None, {base: 100, cand: 0})
+    if state.phase is Phase.SUCCEEDED:
+        assert dict(state.weights) == {base: 0, cand: 100}
+    if state.phase is Phase.PROGRESSING and state.weights:
+        assert state.weights[cand] == experiment.canary.steps[state.step - 1]
+    assert decision.requeue_after >= datetime.timedelta(0)
+    assert "\n" not in state.message
+    rendered = status_mod.render(decision, previous, now, cand)
+    if plausible:
+        # What the operator writes to status must pass the API server: typed, and valid JSON (no NaN).
+        json.dumps(rendered, allow_nan=False)
+        errors = [error.message for error in _status_validator().iter_errors(rendered)]
+        assert not errors, errors
+    return rendered
+
+
+def _run(data: st.DataObject, experiment: spec.ExperimentSpec, plausible: bool) -> None:
+    state, stored, now = model.State(), {}, T0
+    for _ in range(data.draw(st.integers(1, 6), label="ticks")):
+        now += data.draw(st.sampled_from([experiment.canary.interval, datetime.timedelta(seconds=1)]))
+        due = canary.evaluation_due(experiment, state, now)
+        obs = data.draw(observations(experiment, state, due, plausible))
+        decision = canary.decide(experiment, state, obs, now)
+        stored = _check_decision(experiment, decision, stored, now, plausible)
+        state = status_mod.parse_state(stored) if plausible else decision.state
+
+
+@FAST
+@given(SPECS_THAT_MAY_RUN, st.data())
+def test_what_parses_runs_with_plausible_observations(raw: Any, data: st.DataObject) -> None:
+    experiment = parse_or_problems(raw)
+    if experiment is not None:
+        _run(data, experiment, plausible=True)
+
+
+@FAST
+@given(SPECS_THAT_MAY_RUN, st.data())
+def test_what_parses_runs_with_hostile_observations(raw: Any, data: st.DataObject) -> None:
+    experiment = parse_or_problems(raw)
+    if experiment is not None:
+        _run(data, experiment, plausible=False)
+
+
+@pytest.mark.parametrize("interval", ["2562047h", "1w", "1ms"])
+def test_extreme_but_valid_durations_run(interval: str) -> None:
+    """The longest duration the parser takes (Go's) leaves room for the core's date arithmetic."""
+    experiment = spec.parse_spec(
+        {**EXAMPLES[0], "canary": {"interval": interval, "minStepDuration": interval}}
+    )
+    state, stored, now = model.State(), {}, T0
+    for _ in range(3):
+        now += experiment.canary.interval
+        due = canary.evaluation_due(experiment, state, now)
+        obs = model.Observation(dict(state.weights) or None, {}, 1)
+        if due:
+            ok = ports.QueryResult(ports.QueryOutcome.OK, 100.0)
+            workloads = (experiment.baseline.workload, experiment.the_candidate.workload)
+            obs = model.Observation(
+                obs.weights, {}, 1,
+                metrics=tuple(model.MetricSample(m.name, dict.fromkeys(workloads, ok))
+                              for m in experiment.metrics),
+                requests=dict.fromkeys(workloads, ok),
+            )  # fmt: skip
+        decision = canary.decide(experiment, state, obs, now)
+        stored = _check_decision(experiment, decision, stored, now, plausible=True)
+        state = decision.state
