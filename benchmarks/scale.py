@@ -216,7 +216,7 @@ def run(n: int, duration: float, workdir: Path) -> dict[str, Any]:
         ["--standalone", "--kubeconfig", str(kubeconfig), "--prometheus-url", prometheus.url,
          "--namespace", NAMESPACE, "--metrics-port", str(port), "--log-level", "warning"],
         workdir / f"operator-{n}.log",
-        env={"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "")} if os.environ.get("MALLOC_ARENA_MAX") else None,
+        env={k: os.environ[k] for k in ("MALLOC_ARENA_MAX", "OPENBLAS_NUM_THREADS") if k in os.environ},
     )  # fmt: skip
     try:
         started = time.monotonic()
