@@ -7,7 +7,7 @@ SCENARIO ?= good
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test test-unit lint clean
+.PHONY: setup prometheus demo test test-faults test-unit lint clean
 
 setup: $(VENV)/.installed prometheus
 
@@ -30,6 +30,10 @@ demo: setup
 ## make test: lint, type-check, unit and integration tests
 test: setup lint
 	$(BIN)/pytest
+
+## make test-faults: the fault-injection suite (kills, Prometheus and API faults, two replicas)
+test-faults: setup
+	$(BIN)/pytest -m faults
 
 test-unit: setup
 	$(BIN)/pytest tests/unit

@@ -30,10 +30,17 @@ FINAL = ("Succeeded", "RolledBack", "Failed")
 _ids = itertools.count(1)
 
 
+# The fault-injection suite (issue 5): `make test-faults`, which `.ci/run` runs after `make test`.
+FAULT_FILES = ("test_faults_", "test_ha.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if item.path.name.startswith(FAULT_FILES):
+            item.add_marker(pytest.mark.faults)
 
 
 @pytest.fixture(scope="session")
