@@ -41,8 +41,40 @@ def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Confi
     return configuration
 
 
+# Seconds to wait for the API server to answer one request.  Without a limit a request on a
+# connection that silently died (an API server failing over, a NAT dropping the flow) waits
+# forever, and with it the experiment's tick and its deletion (the finalizer needs the same lock).
+ENV_API_TIMEOUT = "MODELROLLOUT_API_TIMEOUT"
+DEFAULT_API_TIMEOUT = 30.0
+
+
+class _ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]  # kubernetes is untyped
+    """An ApiClient whose requests time out unless a call asks for another timeout."""
+
+    timeout: float = DEFAULT_API_TIMEOUT
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = self.timeout
+        return super().call_api(*args, **kwargs)
+
+
+def api_timeout() -> float:
+    """The API timeout: ``$MODELROLLOUT_API_TIMEOUT`` seconds, or 30."""
+    raw = os.environ.get(ENV_API_TIMEOUT, "")
+    try:
+        value = float(raw) if raw else DEFAULT_API_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{ENV_API_TIMEOUT} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{ENV_API_TIMEOUT} must be more than 0 seconds, got {raw!r}")
+    return value
+
+
 def api_client(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
-    return kubernetes.client.ApiClient(configuration)
+    client = _ApiClient(configuration)
+    client.timeout = api_timeout()
+    return client
 
 
 class ExperimentStore:

@@ -56,8 +56,9 @@ def measure(
                 if results[workload].ok and errors.value is not None and served is not None:
                     counts[workload] = model.Counts(min(errors.value, served), served)
             elif metric.builtin is not None:
-                histogram = _histogram(istio.buckets(workload, namespace, window, at))
-                results[workload] = _quantile(metric.builtin, histogram, workload)
+                buckets = istio.buckets(workload, namespace, window, at)
+                histogram = _histogram(buckets)
+                results[workload] = _quantile(metric.builtin, buckets, histogram, workload)
                 if histogram is not None:
                     histograms[workload] = histogram
             else:
@@ -75,7 +76,11 @@ def measure(
     return tuple(samples), requests
 
 
-def _quantile(builtin: spec.Builtin, histogram: model.Histogram | None, workload: str) -> ports.QueryResult:
+def _quantile(
+    builtin: spec.Builtin, buckets: ports.SeriesResult, histogram: model.Histogram | None, workload: str
+) -> ports.QueryResult:
+    if not buckets.ok:  # why there is no histogram: unreachable, timed out, no series...
+        return ports.QueryResult(buckets.outcome, detail=buckets.detail)
     if histogram is None:
         return ports.QueryResult(ports.QueryOutcome.EMPTY, detail=f"no latency histogram for {workload}")
     return telemetry.number(telemetry.bucket_quantile(queries.QUANTILES[builtin], histogram))

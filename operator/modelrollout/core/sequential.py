@@ -156,8 +156,15 @@ def _no_data(
 ) -> model.MetricAssessment:
     missing = [w for w in (base, cand) if sample.results.get(w) is None or not sample.results[w].ok]
     who = " and ".join(missing) if missing else "a variant"
+    # Why, as the query said it (Empty, NaN, Unreachable...): the reason a user reads for this metric.
+    causes = dict.fromkeys(
+        f"{result.outcome.value}: {result.detail}" if result.detail else result.outcome.value
+        for result in (sample.results.get(w) for w in missing)
+        if result is not None
+    )
+    why = f" ({'; '.join(causes)})" if causes else ""
     return model.MetricAssessment(
-        metric.name, model.Verdict.NO_DATA, f"{metric.name}: no counts for {who} in this interval"
+        metric.name, model.Verdict.NO_DATA, f"{metric.name}: no counts for {who} in this interval{why}"
     )
 
 
