@@ -324,6 +324,21 @@ def test_weights_edited_with_on_weight_drift_pause_pause_and_leave_the_routes_be
     assert aborted.state.phase is Phase.ROLLED_BACK and aborted.weights == {BASE: 100, CAND: 0}
 
 
+@pytest.mark.parametrize("on_drift", ["Restore", "Pause"])
+def test_a_move_that_did_not_land_is_finished_not_taken_for_an_edit(on_drift):
+    """Status written, routes not (a crash in between, a failed write): finish the move, restart the
+    step clock, and never judge the new step on traffic that still had the old weights."""
+    experiment = make_spec(onWeightDrift=on_drift)
+    state = progressing(experiment, 2)  # the intent: 25 %
+    obs = observe({BASE: 95, CAND: 5}, **healthy())  # the routes: still step 1
+    decision = canary.decide(experiment, state, obs, T0 + 30 * S)
+    assert decision.state.phase is Phase.PROGRESSING and decision.state.step == 2
+    assert decision.weights == {BASE: 75, CAND: 25}
+    assert [e.reason for e in decision.events] == ["WeightsApplied"]
+    assert decision.assessments == ()
+    assert decision.state.step_started_at == T0 + 30 * S and decision.state.step_checks == 0
+
+
 def test_final_phases_restore_drifted_weights_even_with_on_weight_drift_pause():
     experiment = make_spec(onWeightDrift="Pause")
     done = dataclasses.replace(progressing(experiment), phase=Phase.ROLLED_BACK, weights={BASE: 100, CAND: 0})

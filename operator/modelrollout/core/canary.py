@@ -143,6 +143,8 @@ def _decide(
             )
     if state.phase is Phase.PENDING:
         return _start(experiment, state, obs, now)
+    if drift.unfinished_move(experiment, state, obs):
+        return _finish_move(experiment, state, now)
     if obs.metrics is None:
         if state.approval is not None and obs.webhooks is not None:
             # Between evaluations: the webhooks answered; the step it waits to leave was good.
@@ -268,6 +270,21 @@ def _finish(
     event = Event("Normal" if promoted else "Warning", "Promoted" if promoted else "RolledBack", message)
     return model.Decision(
         finished, weights, (event,), assessments=assessments, requeue_after=experiment.canary.interval
+    )
+
+
+def _finish_move(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
+    """Put the step's weights on the routes; its time and samples start now, never on old traffic."""
+    where = f"step {state.step}/{len(experiment.canary.steps)}"
+    message = f"{where}: applying {drift.show(state.weights)} (the move had not landed)"
+    moving = dataclasses.replace(
+        _new_step_clock(state, now), reason=drift.APPLIED, message=message, action=Action.CONTINUE
+    )
+    return model.Decision(
+        moving,
+        dict(state.weights),
+        (Event("Normal", drift.APPLIED, message),),
+        requeue_after=experiment.canary.interval,
     )
 
 

@@ -22,6 +22,21 @@ from modelrollout.core.model import Action, Event, Phase, State
 
 RESTORED = "WeightsRestored"
 EDITED = "WeightsEdited"
+APPLIED = "WeightsApplied"
+
+
+def unfinished_move(experiment: spec.ExperimentSpec, state: State, obs: model.Observation) -> bool:
+    """The routes still hold the step before this one: the operator's own move did not land.
+
+    The status (the intent) is written before the routes; a crash in between, or a route write
+    that failed, leaves the previous step's weights.  That is no one's edit: finish the move.
+    """
+    if state.phase is not Phase.PROGRESSING or state.step < 1 or obs.weights is None:
+        return False
+    candidate = experiment.the_candidate.workload
+    before = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
+    held = obs.weights.get(candidate, 0)
+    return held == before and held != state.weights.get(candidate, 0)
 
 
 def check(
@@ -33,6 +48,8 @@ def check(
         return decision  # no weights to hold, or a planned change: the write is the operator's own
     if obs.weights is not None and dict(obs.weights) == dict(wanted):
         return decision
+    if unfinished_move(experiment, state, obs) and decision.state.reason == APPLIED:
+        return decision  # the core is finishing its own move (canary._finish_move)
     held = "routes that disagree" if obs.weights is None else show(obs.weights)
     if experiment.on_weight_drift is spec.WeightDrift.PAUSE and not decision.state.phase.is_final:
         message = (
