@@ -20,7 +20,7 @@ import pydantic
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout import templates
-from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _Model, _problem
+from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _fitting, _Model, _problem
 from modelrollout.spec_hooks import NotificationSpec, ValueFrom, WebhookSpec, WebhookType
 
 
@@ -62,9 +62,7 @@ class VirtualServiceRef(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-            raise _problem("must be a Kubernetes object name (lower-case RFC 1123)", value=value)
-        return value
+        return _fitting(value, _DNS_SUBDOMAIN, 253, "must be a Kubernetes object name (lower-case RFC 1123)")
 
     @field_validator("namespace")
     @classmethod
@@ -95,9 +93,9 @@ class Variant(_Model):
     @field_validator("workload")
     @classmethod
     def _workload_is_dns(cls, value: str) -> str:
-        if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
-            raise _problem("must be a Kubernetes workload name (lower-case RFC 1123 label)", value=value)
-        return value
+        return _fitting(
+            value, _DNS_LABEL, 63, "must be a Kubernetes workload name (lower-case RFC 1123 label)"
+        )
 
     @model_validator(mode="after")
     def _routable(self) -> Variant:
@@ -162,9 +160,7 @@ class MetricSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
-            raise _problem("must be a lower-case name such as error-rate", value=value)
-        return value
+        return _fitting(value, _DNS_LABEL, 63, "must be a lower-case name such as error-rate")
 
     @field_validator("query")
     @classmethod

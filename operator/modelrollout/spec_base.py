@@ -25,7 +25,16 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 
 def _problem(message: str, *, subpath: str = "", value: Any = None) -> PydanticCustomError:
     """A validation error whose location can point below the field (``[2]``)."""
+    if isinstance(value, str):  # a lone surrogate (JSON can carry "\ud800") cannot cross into pydantic-core
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return PydanticCustomError("spec", message, {"subpath": subpath, "value": value})
+
+
+def _fitting(value: str, pattern: re.Pattern[str], limit: int, message: str) -> str:
+    """``value`` when ``pattern`` matches all of it within ``limit`` characters; else a field error."""
+    if len(value) > limit or not pattern.fullmatch(value):
+        raise _problem(message, value=value)
+    return value
 
 
 def _to_duration(value: Any) -> datetime.timedelta:

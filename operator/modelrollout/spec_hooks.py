@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _Model, _problem
+from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _fitting, _Model, _problem
 
 _URL = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -66,16 +66,12 @@ class SecretKeyRef(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-            raise _problem("must be a Secret name (lower-case RFC 1123)", value=value)
-        return value
+        return _fitting(value, _DNS_SUBDOMAIN, 253, "must be a Secret name (lower-case RFC 1123)")
 
     @field_validator("key")
     @classmethod
     def _key_is_valid(cls, value: str) -> str:
-        if len(value) > 253 or not _SECRET_KEY.fullmatch(value):
-            raise _problem("must be a Secret key (letters, digits, '-', '_', '.')", value=value)
-        return value
+        return _fitting(value, _SECRET_KEY, 253, "must be a Secret key (letters, digits, '-', '_', '.')")
 
 
 class ValueFrom(_Model):
@@ -95,9 +91,7 @@ class Endpoint(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_dns(cls, value: str) -> str:
-        if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
-            raise _problem("must be a lower-case name such as qa-signoff", value=value)
-        return value
+        return _fitting(value, _DNS_LABEL, 63, "must be a lower-case name such as qa-signoff")
 
     @field_validator("url")
     @classmethod

@@ -21,11 +21,35 @@ from prometheus_client.registry import Collector
 from modelrollout.localstack.prometheus import PrometheusNotFound, PrometheusServer, find_binary
 
 # The buckets Istio's proxies use for istio_request_duration_milliseconds.
-ISTIO_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-                 300000, 600000, 1800000, 3600000)
+ISTIO_BUCKETS = (
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
 # Istio labels both metrics with these (and more that the queries must not depend on).
-_LABELS = ("reporter", "source_workload", "destination_workload", "destination_workload_namespace",
-           "response_code")
+_LABELS = (
+    "reporter",
+    "source_workload",
+    "destination_workload",
+    "destination_workload_namespace",
+    "response_code",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +97,7 @@ class IstioTraffic(Collector):
     def collect(self) -> Iterable[Metric]:
         elapsed = time.monotonic() - self.started
         requests = CounterMetricFamily("istio_requests_total", "Requests.", labels=_LABELS)
-        durations = HistogramMetricFamily("istio_request_duration_milliseconds", "Duration.",
-                                          labels=_LABELS)
+        durations = HistogramMetricFamily("istio_request_duration_milliseconds", "Duration.", labels=_LABELS)
         for flow in self.flows:
             labels = [flow.reporter, "productpage-v1", flow.workload, flow.namespace, flow.code]
             count = flow.already + flow.per_second * elapsed

@@ -34,7 +34,10 @@ from core_helpers import T0, histogram
 from test_crd import CRD_PATH, make_validator
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI runs the same examples every time (a new random find is a bug to fix, not a flake).
+FAST = settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 Node = dict[str, Any]
 
@@ -296,7 +299,7 @@ def runnable_specs(draw: st.DrawFn) -> Node:
 
 
 def test_runnable_specs_parse() -> None:
-    @settings(max_examples=50, deadline=None)
+    @settings(max_examples=50, deadline=None, derandomize=True)
     @given(runnable_specs())
     def check(raw: Node) -> None:
         spec.parse_spec(raw)

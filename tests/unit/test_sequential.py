@@ -297,7 +297,11 @@ def test_doubt_at_the_last_step_never_promotes():
     assert last.assessments[0].verdict is Verdict.INCONCLUSIVE
     assert last.state.phase is Phase.PROGRESSING and last.state.step == 3  # held, not promoted
     # At 25 %: 12 of 400 candidate requests fail vs 12 of 1200 (E ~ 14): suspicious too.
-    earlier = step(experiment, progressing(experiment, 2, step_started_at=long_ago), T0 + 10 * S,
-                   **healthy(error=(0.01, 0.03), total=1600))
+    earlier = step(
+        experiment,
+        progressing(experiment, 2, step_started_at=long_ago),
+        T0 + 10 * S,
+        **healthy(error=(0.01, 0.03), total=1600),
+    )
     assert earlier.assessments[0].verdict is Verdict.INCONCLUSIVE
     assert earlier.state.step == 3  # an earlier step's hold is bounded

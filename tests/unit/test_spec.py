@@ -437,3 +437,15 @@ def test_any_query_parses_or_names_an_unknown_placeholder(query: str) -> None:
         assert f"{{{{ {unknown[0]} }}}}" in problem.message
     else:
         parse_spec(raw)
+
+
+def test_a_lone_surrogate_is_a_spec_error_naming_the_field():
+    """JSON may carry "\\ud800"; it must come back as a field error, not as pydantic's own exception."""
+    raw = {
+        "virtualService": {"name": "\ud800"},
+        "baseline": {"subset": "v1", "workload": "churn-v1"},
+        "candidate": {"subset": "v2", "workload": "churn-v2"},
+    }
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw)
+    assert str(caught.value).startswith("spec.virtualService.name: must be a Kubernetes object name")

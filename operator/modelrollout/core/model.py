@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from modelrollout import ports
 
@@ -73,6 +73,14 @@ class Counts:
 
     events: float
     total: float
+
+
+MAX_COUNT = 1e12  # more requests in one window than any mesh serves: a broken exporter, not data
+
+
+def plausible_count(value: float | None) -> TypeGuard[float]:
+    """A count a window can hold: finite, not negative, below ``MAX_COUNT``."""
+    return value is not None and 0 <= value < MAX_COUNT
 
 
 # A latency histogram of one interval: cumulative counts per bucket edge (ms), ascending,

@@ -54,7 +54,7 @@ class SequentialTests:
             return model.MetricAssessment(
                 metric.name, model.Verdict.INCONCLUSIVE, f"{metric.name}: calibrating on the baseline"
             ), memory
-        b, c = counts.get(base), counts.get(cand)
+        b, c = _plausible(counts.get(base)), _plausible(counts.get(cand))
         if b is None or c is None or b.total <= 0 or c.total <= 0:
             return _no_data(metric, sample, base, cand), memory
 
@@ -122,6 +122,13 @@ def _bad_events(
     if sample.counts is None:
         return None
     return dict(sample.counts)
+
+
+def _plausible(counts: model.Counts | None) -> model.Counts | None:
+    """Counts a window can hold, events capped at the total (``increase()`` extrapolates each series)."""
+    if counts is None or not (model.plausible_count(counts.events) and model.plausible_count(counts.total)):
+        return None
+    return model.Counts(min(counts.events, counts.total), counts.total)
 
 
 def _choose_edge(histogram: model.Histogram | None, quantile: float) -> float | None:

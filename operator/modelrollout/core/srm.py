@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelrollout import ports
-from modelrollout.core import evidence
+from modelrollout.core import evidence, model
 
 ALPHA = 0.001
 
@@ -37,7 +37,8 @@ def check(
     """Add this interval's shares; ``previous_weight`` when its window straddles a weight change."""
     memory = dict(memory or {})
     loglik = evidence.from_list(memory.get("loglik"))
-    counts = {w: r.value for w, r in (requests or {}).items() if r.ok and r.value is not None}
+    # Counts no mesh can produce (negative, non-finite, beyond 1e12 a window) say nothing about shares.
+    counts = {w: r.value for w, r in (requests or {}).items() if r.ok and model.plausible_count(r.value)}
     weight = weights.get(candidate, 0) / 100
     if candidate in counts and len(counts) == len(weights) and 0 < weight < 1:
         total = sum(counts.values())

@@ -112,9 +112,7 @@ class Telemetry:
             return SeriesResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
         return SeriesResult(QueryOutcome.OK, series)
 
-    def _answer(
-        self, template: str, window: datetime.timedelta, at: datetime.datetime | None
-    ) -> _Answer:
+    def _answer(self, template: str, window: datetime.timedelta, at: datetime.datetime | None) -> _Answer:
         key = _Key(template, window, at)
         now = self._clock()
         with self._lock:
