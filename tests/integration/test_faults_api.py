@@ -31,8 +31,7 @@ METRICS_PORT = free_port()
 scenario = faultkit.Registry("af", "--metrics-port", str(METRICS_PORT))
 scenarios = scenario.fixture()
 
-# 4 s: windows of at least four scrapes (1 s). Shorter ones hold two samples, and increase()'s
-# extrapolation then overstates the counts the sequential tests see (see the session note).
+# 4 s: a few scrapes (1 s) per window, so each evaluation sees traffic of both variants.
 FAST = {"steps": [5, 25, 50, 100], "interval": "4s", "minStepDuration": "4s", "minSamples": 10}
 QUIET = {"steps": [5, 25, 50, 100], "interval": "30s"}  # no evaluation while the scenario runs
 # Ticks every 2 s without ever advancing (no traffic: each evaluation holds for want of data).

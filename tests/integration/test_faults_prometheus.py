@@ -21,8 +21,7 @@ from conftest import FINAL, App
 scenario = faultkit.Registry("pf")
 scenarios = scenario.fixture()
 
-# 4 s: windows of at least four scrapes (1 s). Shorter ones hold two samples, and increase()'s
-# extrapolation then overstates the counts the sequential tests see (see the session note).
+# 4 s: a few scrapes (1 s) per window, so each evaluation sees traffic of both variants.
 FAST = {"steps": [5, 25, 50, 100], "interval": "4s", "minStepDuration": "4s", "minSamples": 10}
 LATENCY = "istio_request_duration_milliseconds"  # in every latency query, in no error-rate query
 # A user's query: metric (the builtins never use rate()): what NaN, +Inf and several series break.

@@ -64,6 +64,19 @@ class Flow:
     # (Istio bucket bound in ms, share of requests at or below it), cumulative, ending at 1.
     latency: tuple[tuple[float, float], ...] = ((25, 1),)
     already: float = 0.0  # requests counted before the exporter started
+    burst_every: float = 0.0  # > 0: requests arrive in bursts, all of a period's at its end
+    restart_every: float = 0.0  # > 0: the proxy restarts, its counter back at 0, this often
+    appears_after: float = 0.0  # > 0: first exported this long after the start (a new scrape target)
+
+    def count(self, elapsed: float) -> float | None:
+        """The counter at ``elapsed`` seconds, None while the series is not exported yet."""
+        if elapsed < self.appears_after:
+            return None
+        if self.restart_every:
+            elapsed %= self.restart_every
+        if self.burst_every:
+            elapsed = self.burst_every * (elapsed // self.burst_every)
+        return self.already + self.per_second * elapsed
 
 
 # Ground truth for the builtin-query tests; each comment is what the query must see.
@@ -80,6 +93,11 @@ ISTIO_FLOWS = (
     Flow("destination", "reviews-v2", "shop", "404", 2, ((25, 1),)),
     # shop/idle-v1: served requests once, none any more.
     Flow("destination", "idle-v1", "shop", "200", 0, ((25, 1),), already=42),
+    # Counters that do not grow smoothly: 300 requests every 3 s; a proxy restarting every 5 s;
+    # a target first scraped 8 s in with 1000 requests behind it.
+    Flow("destination", "bursty-v1", "shop", "200", 100, burst_every=3),
+    Flow("destination", "restarting-v1", "shop", "200", 10, restart_every=5),
+    Flow("destination", "late-v1", "shop", "200", 10, already=1000, appears_after=8),
 )
 
 
@@ -100,7 +118,9 @@ class IstioTraffic(Collector):
         durations = HistogramMetricFamily("istio_request_duration_milliseconds", "Duration.", labels=_LABELS)
         for flow in self.flows:
             labels = [flow.reporter, "productpage-v1", flow.workload, flow.namespace, flow.code]
-            count = flow.already + flow.per_second * elapsed
+            count = flow.count(elapsed)
+            if count is None:
+                continue
             requests.add_metric(labels, count)
             buckets = [(str(le), count * _share_at_or_below(flow.latency, le)) for le in ISTIO_BUCKETS]
             # The sum is required by the format but read by no query here.
@@ -116,6 +136,11 @@ def _share_at_or_below(latency: tuple[tuple[float, float], ...], bound: float) -
 class Exporter:
     registry: CollectorRegistry
     target: str  # host:port, as Prometheus scrapes it
+    traffic: IstioTraffic
+
+    def wall_time(self, elapsed: float) -> float:
+        """The Unix time at which the traffic had run ``elapsed`` seconds."""
+        return time.time() - (time.monotonic() - self.traffic.started) + elapsed
 
     @property
     def url(self) -> str:
@@ -125,10 +150,11 @@ class Exporter:
 @pytest.fixture(scope="session")
 def exporter() -> Iterator[Exporter]:
     registry = CollectorRegistry()
-    registry.register(IstioTraffic(ISTIO_FLOWS))
+    traffic = IstioTraffic(ISTIO_FLOWS)
+    registry.register(traffic)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
-        yield Exporter(registry, f"127.0.0.1:{server.server_port}")
+        yield Exporter(registry, f"127.0.0.1:{server.server_port}", traffic)
     finally:
         server.shutdown()
         server.server_close()

@@ -13,6 +13,7 @@ import math
 import random
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -24,15 +25,15 @@ from modelrollout.providers.prometheus import PrometheusProvider
 WINDOW = datetime.timedelta(seconds=10)
 
 
-def _settled_instant(prometheus: PrometheusServer) -> datetime.datetime:
-    """A whole second in the past at which a full window of the session's traffic is stored."""
+def _settled_instant(prometheus: PrometheusServer, span: datetime.timedelta = WINDOW) -> datetime.datetime:
+    """A whole second in the past before which ``span`` of the session's traffic is stored."""
     provider = prometheus.provider()
     deadline = time.monotonic() + 40
     while True:
         at = datetime.datetime.fromtimestamp(math.floor(time.time()) - 2, datetime.UTC)
-        promql = queries.request_count("reviews-v1", "shop", WINDOW)
+        promql = queries.request_count("reviews-v1", "shop", span)
         result = provider.query(promql, at)
-        if result.ok and result.value is not None and result.value > 90:
+        if result.ok and result.value is not None and result.value > 9 * span.total_seconds():
             return at
         assert time.monotonic() < deadline, result
         time.sleep(0.5)
@@ -132,3 +133,66 @@ def test_a_failed_batch_fails_every_workload_with_its_cause() -> None:
         assert istio.requests(workload, "ns", WINDOW, None).outcome is QueryOutcome.UNREACHABLE
         assert istio.buckets(workload, "ns", WINDOW, None).outcome is QueryOutcome.UNREACHABLE
         assert istio.errors(workload, "ns", WINDOW, None).outcome is QueryOutcome.UNREACHABLE
+
+
+def _counter(provider: PrometheusProvider, workload: str, at: datetime.datetime) -> float:
+    """The workload's request counter as stored at ``at`` (the last scrape at or before it)."""
+    result = provider.query(
+        f'sum(istio_requests_total{{reporter="destination", destination_workload="{workload}"}})', at
+    )
+    assert result.ok and result.value is not None, result
+    return result.value
+
+
+def _tile(end: datetime.datetime, window: datetime.timedelta, count: int) -> list[datetime.datetime]:
+    return [end - window * (count - 1 - i) for i in range(count)]
+
+
+def test_tiled_windows_add_up_to_exactly_what_the_counter_gained(prometheus: PrometheusServer) -> None:
+    """Bursts of 300 every 3 s, 2 s windows: increase() would extrapolate a burst into 300-600."""
+    window = datetime.timedelta(seconds=2)
+    at = _settled_instant(prometheus, window * 8)
+    provider = prometheus.provider()
+    istio = telemetry.Telemetry(provider)
+    ends = _tile(at, window, 6)
+    gained = [istio.requests("bursty-v1", "shop", window, end) for end in ends]
+    assert all(g.ok for g in gained), gained
+    values = [g.value or 0.0 for g in gained]
+    # Each window holds whole bursts -- never a burst stretched to the window's edges...
+    assert all(v in (0.0, 300.0, 600.0) for v in values), values
+    # ...and together they hold exactly what the counter gained: no request counted twice or lost.
+    assert sum(values) == _counter(provider, "bursty-v1", ends[-1]) - _counter(
+        provider, "bursty-v1", ends[0] - window
+    )
+    assert sum(values) >= 300  # 12 s hold at least three bursts' ends
+
+
+def test_a_restarted_proxy_counts_what_it_served_since_the_restart(prometheus: PrometheusServer) -> None:
+    window = datetime.timedelta(seconds=2)
+    at = _settled_instant(prometheus, window * 9)
+    istio = telemetry.Telemetry(prometheus.provider())
+    values = []
+    for end in _tile(at, window, 8):  # 16 s: three restarts of a 10 requests/s proxy
+        result = istio.requests("restarting-v1", "shop", window, end)
+        assert result.ok and result.value is not None, result
+        values.append(result.value)
+    # Never negative, never more than the window (plus a scrape's jitter) could hold.
+    assert all(0 <= v <= 10 * (2 + 1.5) for v in values), values
+    assert sum(values) > 0
+
+
+def test_a_new_scrape_target_does_not_bring_its_past_into_the_window(
+    prometheus: PrometheusServer, exporter: Any
+) -> None:
+    """late-v1 is first scraped 8 s in, 1000 requests on its counter: not this window's traffic."""
+    birth = exporter.wall_time(8.0)
+    while time.time() < birth + 4:
+        time.sleep(0.5)
+    istio = telemetry.Telemetry(prometheus.provider())
+    window = datetime.timedelta(seconds=2)
+    start = datetime.datetime.fromtimestamp(math.floor(birth) - 1, datetime.UTC)
+    for end in _tile(start + window * 2, window, 2):  # the window around its first scrape, and the next
+        result = istio.requests("late-v1", "shop", window, end)
+        assert result.outcome is QueryOutcome.EMPTY or (
+            result.ok and result.value is not None and 0 <= result.value <= 10 * (2 + 1.5)
+        ), (end, result)

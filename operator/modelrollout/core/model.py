@@ -68,7 +68,7 @@ class Gate(str, enum.Enum):
 class Counts:
     """Events out of a total in one interval: errors of requests, slow of requests, successes.
 
-    Floats, because Prometheus' ``increase()`` extrapolates to the window's edges.
+    Floats: a user's ``ratio:`` queries may use ``increase()``, which extrapolates.
     """
 
     events: float

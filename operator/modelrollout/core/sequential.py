@@ -125,7 +125,7 @@ def _bad_events(
 
 
 def _plausible(counts: model.Counts | None) -> model.Counts | None:
-    """Counts a window can hold, events capped at the total (``increase()`` extrapolates each series)."""
+    """Counts a window can hold, events capped at the total (a user's ``increase()`` extrapolates)."""
     if counts is None or not (model.plausible_count(counts.events) and model.plausible_count(counts.total)):
         return None
     return model.Counts(min(counts.events, counts.total), counts.total)

@@ -27,16 +27,39 @@ _MATCHERS = (
     'destination_workload_namespace="{{ namespace }}"'
 )
 _WINDOW = "[{{ interval }}]"
+
+
+def gained(series: str, window: str) -> str:
+    """PromQL for what each counter in ``series`` gained over ``window``, exactly, per series.
+
+    ``increase()`` extrapolates each series to the window's edges: with a few
+    scrapes per window it overstates counts by up to a scrape interval's worth
+    -- evidence a sequential test would take at face value.  The difference of
+    the stored samples at the window's two ends does not: consecutive windows
+    (the operator's tile) add up to exactly what the counter gained.  A series
+    first seen inside the window counts from its first sample there -- a new
+    scrape target may bring a counter with a long past, which is not this
+    window's; a series that went down (its proxy restarted) counts what it
+    gained since the restart, as ``increase()`` does.  Both err towards fewer
+    events, never more.
+    """
+    start = f"({series} offset {window} or min_over_time({series}[{window}]))"
+    return f"((({series} - {start}) >= 0) or {series})"
+
+
 ERROR_RATE_TEMPLATE = (
     "(sum(rate(istio_requests_total" + _MATCHERS + ', response_code=~"5.."}' + _WINDOW + ")) or vector(0))"
     " / sum(rate(istio_requests_total" + _MATCHERS + "}" + _WINDOW + "))"
 )
-REQUEST_COUNT_TEMPLATE = "sum(increase(istio_requests_total" + _MATCHERS + "}" + _WINDOW + "))"
+_INTERVAL = "{{ interval }}"
+REQUEST_COUNT_TEMPLATE = "sum(" + gained("istio_requests_total" + _MATCHERS + "}", _INTERVAL) + ")"
 # Zero 5xx in the window is a count of 0, not an absent series.
 ERROR_COUNT_TEMPLATE = (
-    "sum(increase(istio_requests_total" + _MATCHERS + ', response_code=~"5.."}' + _WINDOW + ")) or vector(0)"
+    "sum(" + gained("istio_requests_total" + _MATCHERS + ', response_code=~"5.."}', _INTERVAL) + ")"
+    " or vector(0)"
 )
-_DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket" + _MATCHERS + "}" + _WINDOW
+_BUCKET_SERIES = "istio_request_duration_milliseconds_bucket" + _MATCHERS + "}"
+_DURATION_BUCKETS = _BUCKET_SERIES + _WINDOW
 
 QUANTILES: dict[Builtin, float] = {Builtin.LATENCY_P95: 0.95, Builtin.LATENCY_P99: 0.99}
 
@@ -71,7 +94,7 @@ def error_count(workload: str, namespace: str, window: datetime.timedelta) -> st
 def duration_buckets(workload: str, namespace: str, window: datetime.timedelta) -> str:
     """The window's latency histogram, one series per ``le`` (cumulative request counts)."""
     return templates.render(
-        f"sum by (le) (increase({_DURATION_BUCKETS}))", _builtin_values(workload, namespace, window)
+        f"sum by (le) ({gained(_BUCKET_SERIES, _INTERVAL)})", _builtin_values(workload, namespace, window)
     )
 
 

@@ -28,13 +28,18 @@ from collections.abc import Callable, Mapping, Sequence
 
 from modelrollout import durations, ports
 from modelrollout.ports import QueryOutcome, QueryResult, SeriesResult
+from modelrollout.providers.queries import gained
 
 _BY = "destination_workload, destination_workload_namespace"
 _SELECTOR = '{reporter="destination"'
 _WINDOW = "<window>"
-REQUESTS = f"sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}}}[{_WINDOW}]))"
-ERRORS = f'sum by ({_BY}) (increase(istio_requests_total{_SELECTOR}, response_code=~"5.."}}[{_WINDOW}]))'
-BUCKETS = f"sum by ({_BY}, le) (increase(istio_request_duration_milliseconds_bucket{_SELECTOR}}}[{_WINDOW}]))"
+# Counts gained over the window, exactly (``queries.gained``): windows tile, so they add up.
+_REQUESTS = "istio_requests_total" + _SELECTOR + "}"
+_ERRORS = "istio_requests_total" + _SELECTOR + ', response_code=~"5.."}'
+_BUCKETS = "istio_request_duration_milliseconds_bucket" + _SELECTOR + "}"
+REQUESTS = f"sum by ({_BY}) ({gained(_REQUESTS, _WINDOW)})"
+ERRORS = f"sum by ({_BY}) ({gained(_ERRORS, _WINDOW)})"
+BUCKETS = f"sum by ({_BY}, le) ({gained(_BUCKETS, _WINDOW)})"
 
 # How long an answer is kept: long enough for every experiment ending its window at the same
 # second to find it (late ticks included), short enough that memory stays flat.  A tick later
