@@ -48,6 +48,8 @@ def measure(
         results: dict[str, ports.QueryResult] = {}
         counts: dict[str, model.Counts] = {}
         histograms: dict[str, model.Histogram] = {}
+        sums: dict[str, model.Sums] = {}
+        segments: dict[str, dict[str, model.Sums]] = {}
         for workload, scope in scopes.items():
             if metric.builtin is spec.Builtin.ERROR_RATE:
                 errors = istio.errors(workload, namespace, window, at)
@@ -61,19 +63,55 @@ def measure(
                 results[workload] = _quantile(metric.builtin, buckets, histogram, workload)
                 if histogram is not None:
                     histograms[workload] = histogram
+            elif metric.ratio is not None or metric.mean is not None:
+                results[workload], by_segment = _query_sums(provider, metric, scope, at, experiment.segments)
+                if by_segment is not None:
+                    sums[workload] = _overall(by_segment)
+                    if metric.ratio is not None:
+                        counts[workload] = model.Counts(sums[workload].total, sums[workload].count)
+                    for segment, part in by_segment.items():
+                        if segment:
+                            segments.setdefault(segment, {})[workload] = part
             else:
                 results[workload], count = _query_metric(provider, metric, scope, at)
                 if count is not None:
                     counts[workload] = count
+        complete = len(sums) == len(scopes)
         samples.append(
             model.MetricSample(
                 metric.name,
                 results,
                 counts=counts if len(counts) == len(scopes) else None,
                 histograms=histograms if len(histograms) == len(scopes) else None,
+                sums=sums if complete else None,
+                segments={k: v for k, v in segments.items() if len(v) == len(scopes)} if complete else None,
             )
         )
     return tuple(samples), requests
+
+
+def assignments(
+    experiment: spec.ExperimentSpec,
+    name: str,
+    namespace: str,
+    provider: ports.MetricProvider,
+    window: datetime.timedelta,
+    at: datetime.datetime | None = None,
+) -> dict[str, ports.QueryResult] | None:
+    """Users newly assigned to each variant over the window (``abTest.assignmentQuery``), if set."""
+    template = experiment.ab.assignment_query if experiment.is_ab_test else None
+    if template is None:
+        return None
+    found: dict[str, ports.QueryResult] = {}
+    for variant in variants(experiment):
+        scope = queries.VariantScope.for_variant(variant, experiment=name, namespace=namespace, window=window)
+        try:
+            found[variant.workload] = provider.query(templates.render(template, scope.values()), at)
+        except templates.TemplateError as e:
+            found[variant.workload] = ports.QueryResult(
+                ports.QueryOutcome.INVALID_QUERY, detail=f"refused to send: {e}"
+            )
+    return found
 
 
 def _quantile(
@@ -102,6 +140,68 @@ def _histogram(result: ports.SeriesResult) -> model.Histogram | None:
     if not buckets or not math.isinf(buckets[-1][0]):
         return None
     return tuple(buckets)
+
+
+def _query_sums(
+    provider: ports.MetricProvider,
+    metric: spec.MetricSpec,
+    scope: queries.VariantScope,
+    at: datetime.datetime | None,
+    segments: list[str] | None,
+) -> tuple[ports.QueryResult, dict[str, model.Sums] | None]:
+    """A ratio or mean metric's value for one variant, and its sums ("" -> overall, or per segment).
+
+    With segments, each query is asked for its series (``sum by (region) (...)``)
+    and the series are keyed by their segment labels; the overall sums are the
+    sums over all series.
+    """
+    if metric.ratio is not None:
+        templates_ = {"total": metric.ratio.success, "count": metric.ratio.total}
+    else:
+        assert metric.mean is not None  # the caller asks only for ratio and mean metrics
+        templates_ = {"total": metric.mean.sum, "count": metric.mean.count}
+        if metric.mean.squares is not None:
+            templates_["squares"] = metric.mean.squares
+    parts: dict[str, dict[str, float]] = {}
+    for field, template in templates_.items():
+        try:
+            promql = templates.render(template, scope.values())
+        except templates.TemplateError as e:
+            return ports.QueryResult(ports.QueryOutcome.INVALID_QUERY, detail=f"refused to send: {e}"), None
+        if segments:
+            answer = provider.query_series(promql, at)
+            if not answer.ok:
+                return ports.QueryResult(answer.outcome, detail=answer.detail), None
+            for labels, value in answer.series:
+                key = ",".join(f"{label}={labels.get(label, '')}" for label in segments)
+                parts.setdefault(key, {})[field] = parts.get(key, {}).get(field, 0.0) + value
+        else:
+            result = provider.query(promql, at)
+            if not result.ok:
+                return result, None
+            assert result.value is not None  # ok results carry values
+            parts.setdefault("", {})[field] = result.value
+    sums = {
+        key: model.Sums(fields.get("count", 0.0), fields.get("total", 0.0), fields.get("squares"))
+        for key, fields in parts.items()
+    }
+    overall = _overall(sums)
+    if not all(map(math.isfinite, (overall.count, overall.total))):
+        return ports.QueryResult(ports.QueryOutcome.INF, detail="a count is not finite"), None
+    if overall.count <= 0:
+        return ports.QueryResult(ports.QueryOutcome.NAN, detail="the count is 0: nothing to divide by"), None
+    return ports.QueryResult(ports.QueryOutcome.OK, overall.total / overall.count), sums
+
+
+def _overall(sums: dict[str, model.Sums]) -> model.Sums:
+    if "" in sums and len(sums) == 1:
+        return sums[""]
+    squares = [s.squares for s in sums.values()]
+    return model.Sums(
+        sum(s.count for s in sums.values()),
+        sum(s.total for s in sums.values()),
+        None if any(q is None for q in squares) else sum(q for q in squares if q is not None),
+    )
 
 
 def _query_metric(

@@ -141,15 +141,20 @@ class Reconciler:
         requests: dict[str, ports.QueryResult] | None = None
         plan: str | None = None
         if canary.evaluation_due(experiment, state, now):
-            window, now = evaluation_window(state, experiment.canary.interval, now)
+            window, now = evaluation_window(state, experiment.interval, now)
             provider = self.providers(experiment.prometheus, meta["namespace"])
             metrics, requests = measure.measure(
                 experiment, meta["name"], meta["namespace"], provider, window, now, self._telemetry(provider)
             )
-            if not (body.get("status") or {}).get("plan"):
+            assigned = measure.assignments(experiment, meta["name"], meta["namespace"], provider, window, now)
+            if not (body.get("status") or {}).get("plan") and not experiment.is_ab_test:
                 plan = plan_summary(experiment, metrics, requests, window)
+        else:
+            assigned = None
         answers = self._ask_webhooks(experiment, state, body)
-        obs = model.Observation(weights, annotations, generation, metrics, requests, answers)
+        obs = model.Observation(
+            weights, annotations, generation, metrics, requests, answers, assignments=assigned
+        )
         return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights, plan
 
     def _telemetry(self, provider: ports.MetricProvider) -> telemetry.Telemetry:
@@ -319,6 +324,20 @@ def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> po
             ports.Destination(workload=v.workload, host=v.host, subset=v.subset)
             for v in measure.variants(experiment)
         ),
+        sticky=sticky_routing(experiment, meta["name"]),
+    )
+
+
+def sticky_routing(experiment: spec.ExperimentSpec, name: str) -> ports.Stickiness | None:
+    """An A/B test's cookie affinity and cohort, as the router writes them; None for other strategies."""
+    if not experiment.is_ab_test:
+        return None
+    ab = experiment.ab
+    max_age = ab.stickiness.max_age if ab.stickiness.max_age is not None else ab.max_duration
+    return ports.Stickiness(
+        cookie=ab.stickiness.cookie or f"mexp-{name}",
+        max_age_seconds=max(int(max_age.total_seconds()), 1),
+        cohort=tuple(ab.match or ()),
     )
 
 

@@ -17,6 +17,8 @@ from modelrollout.core import canary, model
 from modelrollout.core.model import Phase, State
 
 HISTORY_LIMIT = 50
+# Top-level status fields a strategy reports (State.results), read back as they were written.
+RESULT_FIELDS = ("startedAt", "objective", "secondary", "segments", "abPlan", "srm", "timeline", "report")
 CONDITION_TYPES = (
     "Ready",
     "Progressing",
@@ -87,6 +89,8 @@ def parse_state(status: Mapping[str, Any] | None) -> State:
         if isinstance(analysis, Mapping)
         else {},
         approval=_parse_approval(status.get("approval")),
+        outcome=status["outcome"] if isinstance(status.get("outcome"), str) else None,
+        results={key: status[key] for key in RESULT_FIELDS if key in status},
     )
 
 
@@ -144,7 +148,11 @@ def render(
         "gates": dict(state.gates),
         "analysisState": {k: dict(v) for k, v in state.analysis.items()},
         "approval": _render_approval(state.approval),
+        "outcome": state.outcome,
     }
+    for key in RESULT_FIELDS:
+        if key in state.results:
+            status[key] = state.results[key]
     if decision.assessments:
         status["metrics"] = [_metric_entry(a) for a in decision.assessments]
     elif isinstance(previous.get("metrics"), list):

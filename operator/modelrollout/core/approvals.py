@@ -95,7 +95,7 @@ def through(
             expired,
             held,
             (Event("Warning", DEADLINE_EXCEEDED, message),),
-            requeue_after=experiment.canary.interval,
+            requeue_after=experiment.interval,
         )
     left = wait.since + deadline - now
     message = (
@@ -113,7 +113,7 @@ def _holding(state: State, wait: ApprovalWait, reason: str, message: str) -> Sta
 
 def _next_ask(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> datetime.timedelta:
     """Ask again at the next evaluation, or after one interval when none is scheduled."""
-    interval = experiment.canary.interval
+    interval = experiment.interval
     last = state.last_evaluated_at
     if last is None or state.phase is Phase.PENDING:
         return interval

@@ -47,6 +47,7 @@ MAX_STEP_EXTENSION = 2
 # Reasons (stable, CamelCase) that mean "the experiment cannot act on its objects".
 INVALID_SPEC = "InvalidSpec"
 BLOCKING_REASONS = frozenset({INVALID_SPEC, "VirtualServiceNotFound", "RouteNotFound"})
+AWAITING_PROMOTION = "AwaitingPromotion"
 
 
 def split(experiment: spec.ExperimentSpec, candidate_percent: int) -> dict[str, int]:
@@ -66,7 +67,7 @@ def evaluation_due(experiment: spec.ExperimentSpec, state: State, now: datetime.
     if state.phase is not Phase.PROGRESSING:
         return False
     last = state.last_evaluated_at or state.step_started_at
-    return last is None or now - last >= experiment.canary.interval * _DUE_TOLERANCE
+    return last is None or now - last >= experiment.interval * _DUE_TOLERANCE
 
 
 def decide(
@@ -87,7 +88,7 @@ def _decide(
     now: datetime.datetime,
     analyses: Sequence[guardrails.Analysis],
 ) -> model.Decision:
-    interval = experiment.canary.interval
+    interval = experiment.interval
     if state.observed_generation is None and state.phase is Phase.PENDING:
         # Never seen before: gates it was created with are history (a value left in Git from an
         # earlier run must not promote a new candidate unseen); only a later change fires one.
@@ -123,10 +124,13 @@ def _decide(
         value = _requested(gate, state, obs)
         if value is not None:
             acknowledged = _acknowledge(state, gate, value)
-            return _finish(
+            return finish(
                 experiment, acknowledged, phase, now, reason, f"{verb} by {gate.value}", step=state.step
             )
 
+    if state.phase is Phase.PAUSED and state.reason == AWAITING_PROMOTION:
+        # An A/B test that shipped without autoPromote: the split stays until a human promotes or aborts.
+        return model.Decision(state, dict(state.weights), requeue_after=interval)
     if experiment.paused:
         return _pause(experiment, state)
     if drift.paused_by_edit(state):
@@ -149,7 +153,7 @@ def _decide(
         if state.approval is not None and obs.webhooks is not None:
             # Between evaluations: the webhooks answered; the step it waits to leave was good.
             return _advance(experiment, state, obs, now, "checks passed", ())
-        return model.Decision(state, dict(state.weights), requeue_after=_until_due(experiment, state, now))
+        return model.Decision(state, dict(state.weights), requeue_after=until_due(experiment, state, now))
     return _evaluate(experiment, state, obs, now, analyses)
 
 
@@ -185,7 +189,7 @@ def blocked(
     reconciler puts back whatever of the original routes it still can.
     """
     state = dataclasses.replace(state, observed_generation=obs.generation)
-    interval = experiment.canary.interval
+    interval = experiment.interval
     if state.phase.is_final:
         return model.Decision(state, None, requeue_after=interval)
     # Told once: a wait is stored as "waiting: ...", and must not post an Event every interval.
@@ -213,16 +217,20 @@ def _start(
         WebhookType.PRE_ROLLOUT,
         "before the first step",
         proceed=lambda approved: _start_now(experiment, approved, now),
-        roll_back=lambda s, why: _finish(
+        roll_back=lambda s, why: finish(
             experiment, s, Phase.ROLLED_BACK, now, approvals.DEADLINE_EXCEEDED, why, step=0
         ),
     )
 
 
 def _start_now(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
+    if experiment.is_ab_test:
+        from modelrollout.core import abtest
+
+        return abtest.start(experiment, state, now)
     steps = experiment.canary.steps
     if steps[0] == 100:
-        return _finish(
+        return finish(
             experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%", step=1
         )
     weights = split(experiment, steps[0])
@@ -239,11 +247,11 @@ def _start_now(experiment: spec.ExperimentSpec, state: State, now: datetime.date
         action=Action.CONTINUE,
     )
     return model.Decision(
-        started, weights, (Event("Normal", "Started", message),), requeue_after=experiment.canary.interval
+        started, weights, (Event("Normal", "Started", message),), requeue_after=experiment.interval
     )
 
 
-def _finish(
+def finish(
     experiment: spec.ExperimentSpec,
     state: State,
     phase: Phase,
@@ -269,7 +277,7 @@ def _finish(
     )
     event = Event("Normal" if promoted else "Warning", "Promoted" if promoted else "RolledBack", message)
     return model.Decision(
-        finished, weights, (event,), assessments=assessments, requeue_after=experiment.canary.interval
+        finished, weights, (event,), assessments=assessments, requeue_after=experiment.interval
     )
 
 
@@ -284,12 +292,12 @@ def _finish_move(experiment: spec.ExperimentSpec, state: State, now: datetime.da
         moving,
         dict(state.weights),
         (Event("Normal", drift.APPLIED, message),),
-        requeue_after=experiment.canary.interval,
+        requeue_after=experiment.interval,
     )
 
 
 def _pause(experiment: spec.ExperimentSpec, state: State) -> model.Decision:
-    interval = experiment.canary.interval
+    interval = experiment.interval
     held = dict(state.weights) if state.weights else None
     if state.phase is Phase.PAUSED:
         return model.Decision(state, held, requeue_after=interval)
@@ -320,6 +328,10 @@ def _evaluate(
     now: datetime.datetime,
     analyses: Sequence[guardrails.Analysis],
 ) -> model.Decision:
+    if experiment.is_ab_test:
+        from modelrollout.core import abtest  # the A/B test builds on this module
+
+        return abtest.evaluate(experiment, state, obs, now, analyses)
     assessments, memory = _assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
     # Windows that start right after the weight change straddle it: the mesh applies new routes and
@@ -339,78 +351,10 @@ def _evaluate(
     state = dataclasses.replace(
         state, last_evaluated_at=now, samples=_add_samples(state.samples, obs), analysis=memory
     )
-    limits = experiment.analysis
     step_name = f"step {state.step}/{len(experiment.canary.steps)} ({_cand_pct(experiment, state)}%)"
-
-    missing = [a for a in assessments if a.verdict.is_missing]
-    failing = [a for a in assessments if a.verdict is Verdict.FAIL]
-    if not failing and missing and limits.no_data is spec.NoDataPolicy.FAIL:
-        failing = missing  # noData: Fail -- a query with no data is a failed check
-
-    if failing:
-        why = "; ".join(a.reason for a in failing)
-        count = state.failed_checks + 1
-        code = "GuardrailFailed" if any(a.verdict is Verdict.FAIL for a in failing) else "NoData"
-        if count >= limits.failure_limit:
-            return _finish(
-                experiment,
-                state,
-                Phase.ROLLED_BACK,
-                now,
-                code,
-                f"rolled back at {step_name}: {why}",
-                step=state.step,
-                assessments=assessments,
-            )
-        message = f"holding at {step_name}: failed check {count}/{limits.failure_limit}: {why}"
-        held = dataclasses.replace(
-            state, failed_checks=count, no_data_checks=0, reason=code, message=message, action=Action.HOLD
-        )
-        return model.Decision(
-            held,
-            dict(state.weights),
-            (Event("Warning", code, message),),
-            assessments,
-            _until_due(experiment, held, now),
-        )
-
-    if mismatch.detected:
-        # Harm still rolls back (above); anything else waits for a human: the data is suspect.
-        message = f"holding at {step_name}: {mismatch.message}"
-        held = dataclasses.replace(state, reason="SampleRatioMismatch", message=message, action=Action.HOLD)
-        events = (
-            ()
-            if state.reason == "SampleRatioMismatch"
-            else (Event("Warning", "SampleRatioMismatch", message),)
-        )
-        return model.Decision(
-            held, dict(state.weights), events, assessments, _until_due(experiment, held, now)
-        )
-
-    if missing:
-        why = "; ".join(a.reason for a in missing)
-        count = state.no_data_checks + 1
-        if count >= limits.no_data_limit:
-            message = f"rolled back at {step_name}: no data in {count} evaluations in a row: {why}"
-            return _finish(
-                experiment,
-                state,
-                Phase.ROLLED_BACK,
-                now,
-                "NoData",
-                message,
-                step=state.step,
-                assessments=assessments,
-            )
-        message = f"holding at {step_name}: no data ({count}/{limits.no_data_limit}): {why}"
-        held = dataclasses.replace(
-            state, no_data_checks=count, reason="NoData", message=message, action=Action.HOLD
-        )
-        events = (Event("Warning", "NoData", message),) if state.no_data_checks == 0 else ()
-        return model.Decision(
-            held, dict(state.weights), events, assessments, _until_due(experiment, held, now)
-        )
-
+    held = guard(experiment, state, now, assessments, mismatch, step_name)
+    if held is not None:
+        return held
     summary = "; ".join(a.reason for a in assessments)
     state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
     assert state.step_started_at is not None  # set whenever a step starts
@@ -422,7 +366,7 @@ def _evaluate(
         message = f"{step_name}: not conclusive yet: {summary}"
         doubtful = dataclasses.replace(state, reason="Inconclusive", message=message, action=Action.CONTINUE)
         return model.Decision(
-            doubtful, dict(state.weights), (), assessments, _until_due(experiment, doubtful, now)
+            doubtful, dict(state.weights), (), assessments, until_due(experiment, doubtful, now)
         )
 
     state = dataclasses.replace(state, step_checks=state.step_checks + 1)
@@ -430,8 +374,92 @@ def _evaluate(
     if waiting:
         message = f"{step_name}: {summary}; waiting for {waiting}"
         going = dataclasses.replace(state, reason="Checking", message=message, action=Action.CONTINUE)
-        return model.Decision(going, dict(state.weights), (), assessments, _until_due(experiment, going, now))
+        return model.Decision(going, dict(state.weights), (), assessments, until_due(experiment, going, now))
     return _advance(experiment, state, obs, now, summary, assessments)
+
+
+def guard(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    assessments: tuple[model.MetricAssessment, ...],
+    mismatch: srm.Finding,
+    where: str,
+) -> model.Decision | None:
+    """Roll back on failed guardrails, hold on a sample-ratio mismatch or missing data; None: go on.
+
+    Shared by every strategy: ``where`` names the place in the rollout for messages.
+    """
+    limits = experiment.analysis
+    missing = [a for a in assessments if a.verdict.is_missing]
+    failing = [a for a in assessments if a.verdict is Verdict.FAIL]
+    if not failing and missing and limits.no_data is spec.NoDataPolicy.FAIL:
+        failing = missing  # noData: Fail -- a query with no data is a failed check
+
+    if failing:
+        why = "; ".join(a.reason for a in failing)
+        count = state.failed_checks + 1
+        code = "GuardrailFailed" if any(a.verdict is Verdict.FAIL for a in failing) else "NoData"
+        if count >= limits.failure_limit:
+            return finish(
+                experiment,
+                state,
+                Phase.ROLLED_BACK,
+                now,
+                code,
+                f"rolled back at {where}: {why}",
+                step=state.step,
+                assessments=assessments,
+            )
+        message = f"holding at {where}: failed check {count}/{limits.failure_limit}: {why}"
+        held = dataclasses.replace(
+            state, failed_checks=count, no_data_checks=0, reason=code, message=message, action=Action.HOLD
+        )
+        return model.Decision(
+            held,
+            dict(state.weights),
+            (Event("Warning", code, message),),
+            assessments,
+            until_due(experiment, held, now),
+        )
+
+    if mismatch.detected:
+        # Harm still rolls back (above); anything else waits for a human: the data is suspect.
+        message = f"holding at {where}: {mismatch.message}"
+        held = dataclasses.replace(state, reason="SampleRatioMismatch", message=message, action=Action.HOLD)
+        events = (
+            ()
+            if state.reason == "SampleRatioMismatch"
+            else (Event("Warning", "SampleRatioMismatch", message),)
+        )
+        return model.Decision(
+            held, dict(state.weights), events, assessments, until_due(experiment, held, now)
+        )
+
+    if missing:
+        why = "; ".join(a.reason for a in missing)
+        count = state.no_data_checks + 1
+        if count >= limits.no_data_limit:
+            message = f"rolled back at {where}: no data in {count} evaluations in a row: {why}"
+            return finish(
+                experiment,
+                state,
+                Phase.ROLLED_BACK,
+                now,
+                "NoData",
+                message,
+                step=state.step,
+                assessments=assessments,
+            )
+        message = f"holding at {where}: no data ({count}/{limits.no_data_limit}): {why}"
+        held = dataclasses.replace(
+            state, no_data_checks=count, reason="NoData", message=message, action=Action.HOLD
+        )
+        events = (Event("Warning", "NoData", message),) if state.no_data_checks == 0 else ()
+        return model.Decision(
+            held, dict(state.weights), events, assessments, until_due(experiment, held, now)
+        )
+    return None
 
 
 def _advance(
@@ -452,7 +480,7 @@ def _advance(
         WebhookType.CONFIRM_PROMOTION if promoting else WebhookType.CONFIRM_STEP,
         f"step {state.step}/{len(steps)} ({_cand_pct(experiment, state)}%)",
         proceed=lambda approved: _advance_now(experiment, approved, now, summary, assessments),
-        roll_back=lambda s, why: _finish(
+        roll_back=lambda s, why: finish(
             experiment, s, Phase.ROLLED_BACK, now, approvals.DEADLINE_EXCEEDED, why, step=state.step
         ),
     )
@@ -470,7 +498,7 @@ def _advance_now(
 ) -> model.Decision:
     steps = experiment.canary.steps
     if state.step >= len(steps) or steps[state.step] == 100:
-        return _finish(
+        return finish(
             experiment,
             state,
             Phase.SUCCEEDED,
@@ -499,7 +527,7 @@ def _advance_now(
         weights,
         (Event("Normal", "StepAdvanced", message),),
         assessments,
-        experiment.canary.interval,
+        experiment.interval,
     )
 
 
@@ -553,9 +581,9 @@ def _waiting_for(experiment: spec.ExperimentSpec, state: State, now: datetime.da
     return ", ".join(needs)
 
 
-def _until_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> datetime.timedelta:
+def until_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> datetime.timedelta:
     last = state.last_evaluated_at or now
-    remaining = last + experiment.canary.interval - now
+    remaining = last + experiment.interval - now
     return max(remaining, datetime.timedelta(seconds=0))
 
 

@@ -64,7 +64,7 @@ def check(
             state=paused,
             weights=None,
             events=(*decision.events, Event("Warning", EDITED, message)),
-            requeue_after=experiment.canary.interval,
+            requeue_after=experiment.interval,
         )
     message = f"routes held {held}; restored {show(wanted)} (changed outside the operator?)"
     return dataclasses.replace(decision, events=(*decision.events, Event("Warning", RESTORED, message)))
@@ -80,7 +80,7 @@ def still_edited(
     """While paused by an edit: keep out of the way, or None once the routes are ours again."""
     if obs.weights is not None and dict(obs.weights) == dict(state.weights):
         return None
-    return model.Decision(state, None, requeue_after=experiment.canary.interval)
+    return model.Decision(state, None, requeue_after=experiment.interval)
 
 
 def show(weights: Mapping[str, int]) -> str:

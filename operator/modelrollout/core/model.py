@@ -83,6 +83,19 @@ def plausible_count(value: float | None) -> TypeGuard[float]:
     return value is not None and 0 <= value < MAX_COUNT
 
 
+@dataclasses.dataclass(frozen=True)
+class Sums:
+    """One interval's raw material of a ratio or mean metric for one variant (A/B tests).
+
+    A ratio: ``total`` successes of ``count`` observations.  A mean: the ``total``
+    of ``count`` values, and the sum of their ``squares`` when it is exported.
+    """
+
+    count: float
+    total: float
+    squares: float | None = None
+
+
 # A latency histogram of one interval: cumulative counts per bucket edge (ms), ascending,
 # the last edge being +inf (Prometheus' ``le`` buckets, as Istio exports them).
 Histogram = tuple[tuple[float, float], ...]
@@ -102,6 +115,10 @@ class MetricSample:
     results: Mapping[str, ports.QueryResult]  # workload -> result
     counts: Mapping[str, Counts] | None = None
     histograms: Mapping[str, Histogram] | None = None
+    # Ratio and mean metrics: workload -> this interval's sums, overall and per segment
+    # ("region=eu,device=ios" -> workload -> sums) when the experiment has segments.
+    sums: Mapping[str, Sums] | None = None
+    segments: Mapping[str, Mapping[str, Sums]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +165,8 @@ class Observation:
     requests: Mapping[str, ports.QueryResult] | None = None  # per variant, this window
     # Answers of the webhooks of the gate the state waits at; None when none were called.
     webhooks: tuple[WebhookOutcome, ...] | None = None
+    # A/B tests: users newly assigned per variant this window (abTest.assignmentQuery).
+    assignments: Mapping[str, ports.QueryResult] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +190,10 @@ class State:
     # Opaque per-metric memory of statistical analyses (e.g. an e-process).
     analysis: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     approval: ApprovalWait | None = None  # webhooks being waited on to approve a transition
+    outcome: str | None = None  # A/B tests: Ship, Discard or Iterate once decided
+    # What a strategy reports beyond the canary's fields (objective, segments, plan, timeline...),
+    # each key a top-level field of status.
+    results: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,552 @@
+"""The A/B test: is the candidate better for the business? (docs/abtest.md)
+
+Builds on the canary's state machine (gates, pause, drift, guardrails, final
+phases) and replaces its steps with one fixed split of sticky users.  Every
+interval it adds the objective's counts per variant, computes the candidate's
+lift with an always-valid interval (``lift``) and decides:
+
+- **Ship**: the improvement is significant and at least the minimum effect --
+  Succeeded with ``autoPromote``, else Paused (AwaitingPromotion, split kept)
+  until the promote annotation;
+- **Discard**: significant harm, or the minimum effect is ruled out
+  (futility), or a segment is harmed beyond the fairness margin -- RolledBack;
+- **Iterate**: nothing conclusive by ``maxDuration`` -- RolledBack.
+
+Guardrail metrics still roll back as in a canary.  An A/A test (``aa``) has
+only one good end: no difference at ``maxDuration`` (Iterate), with the
+sample-ratio check passing; a difference means the pipeline is broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from modelrollout import ports, spec, spec_ab
+from modelrollout.core import canary, guardrails, lift, model, srm
+from modelrollout.core.model import Action, Event, Phase, State, Verdict
+
+TIMELINE_LIMIT = 100  # points kept for the report's plots; halved (every other point) when full
+SHIPPED, DISCARDED, ITERATE = "Shipped", "Discarded", "Iterate"
+AA_FAILED, NO_DIFFERENCE, UNFAIR = "AAFailed", "NoDifference", "UnfairToSegment"
+
+
+def start(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
+    ab = experiment.ab
+    weights = canary.split(experiment, ab.split)
+    message = (
+        f"A/B test: {ab.split}% of participating users to {experiment.the_candidate.workload}, "
+        f"sticky by cookie; objective {_objective(experiment).metric}"
+    )
+    started = dataclasses.replace(
+        state,
+        phase=Phase.PROGRESSING,
+        step=1,
+        weights=weights,
+        step_started_at=now,
+        last_evaluated_at=now,
+        step_checks=0,
+        samples={},
+        failed_checks=0,
+        no_data_checks=0,
+        reason="Started",
+        message=message,
+        action=Action.CONTINUE,
+        outcome=None,
+        results={"startedAt": _time(now)},
+    )
+    return model.Decision(started, weights, (Event("Normal", "Started", message),), requeue_after=ab.interval)
+
+
+def evaluate(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    analyses: Sequence[guardrails.Analysis],
+) -> model.Decision:
+    ab = experiment.ab
+    objective = _objective(experiment)
+    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    where = f"the A/B test ({ab.split}% to {cand})"
+    guarded = experiment.model_copy(update={"metrics": experiment.guardrails})
+    assessments, memory = canary._assess(guarded, state, obs, analyses)
+    samples = {sample.name: sample for sample in obs.metrics or ()}
+
+    # The objective's and secondary metrics' running sums, overall and per segment.
+    kept = dict(state.analysis.get("abtest", {}))
+    sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
+    segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
+    kept.update(sums=sums, segments=segment_sums)
+
+    # Sample-ratio mismatch on the unit the split randomizes (users newly assigned).
+    mismatch = srm.check(
+        state.analysis.get("srm"), obs.assignments, state.weights, cand, previous_weight=None
+    )
+    memory["srm"] = mismatch.memory
+    memory["abtest"] = kept
+    results = dict(state.results)
+    results["srm"] = _srm_summary(ab, mismatch, obs.assignments)
+
+    kind = _kind(experiment, objective.metric)
+    alpha = experiment.analysis.alpha
+    tau = lift.mixture_tau(objective.minimum_effect)
+    moments = sums.get(objective.metric, {})
+    estimate = lift.estimate(
+        _moments(moments, base), _moments(moments, cand), kind, alpha, tau, names=(base, cand)
+    )
+    objective_sample = samples.get(objective.metric)
+    objective_assessment = _assess_objective(objective, estimate, objective_sample, base, cand)
+    results["objective"] = _objective_entry(objective, estimate)
+    results["secondary"] = _secondary(experiment, sums, alpha)
+    segment_results = _segments(experiment, segment_sums, estimate, kind, alpha, tau)
+    if experiment.segments:
+        results["segments"] = segment_results
+    plan = results.get("abPlan") or _plan(experiment, kind, objective_sample, state, now)
+    if plan:
+        results["abPlan"] = plan
+    results["timeline"] = _timeline(results.get("timeline"), now, estimate, state.weights, moments)
+
+    all_assessments = (objective_assessment, *assessments)
+    state = dataclasses.replace(
+        state,
+        last_evaluated_at=now,
+        samples=_samples(moments),
+        analysis=memory,
+        results=results,
+    )
+    held = canary.guard(experiment, state, now, all_assessments, mismatch, where)
+    if held is not None:
+        if ab.aa and mismatch.detected and held.state.reason == "SampleRatioMismatch":
+            return _end(
+                experiment, state, now, lift.Outcome.DISCARD, AA_FAILED, mismatch.message, all_assessments
+            )
+        if held.state.phase is Phase.ROLLED_BACK:  # a guardrail broke, or data stayed missing
+            return _with_outcome(held, lift.Outcome.DISCARD.value)
+        return held
+    state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
+
+    started = _started(state, now)
+    deadline = now - started >= ab.max_duration
+    enough = (
+        all(estimate.samples.get(w, 0) >= ab.min_samples for w in (base, cand)) if estimate.ready else False
+    )
+    summary = "; ".join(a.reason for a in all_assessments)
+
+    if ab.aa:
+        passed, why = lift.aa_check(estimate)
+        ended: tuple[lift.Outcome, str, str] | None = None
+        if enough and not passed:
+            ended = (
+                lift.Outcome.DISCARD,
+                AA_FAILED,
+                f"A/A test found a difference between identical arms: {why}",
+            )
+        elif deadline and not enough:
+            ended = (
+                lift.Outcome.ITERATE,
+                ITERATE,
+                f"A/A test ended at maxDuration without enough data: {summary}",
+            )
+        elif deadline:
+            ended = (
+                lift.Outcome.ITERATE,
+                NO_DIFFERENCE,
+                f"A/A test passed: no difference, the split matches ({why})",
+            )
+        if ended is not None:
+            return _end(experiment, state, now, *ended, all_assessments)
+        return _continue(experiment, state, now, f"A/A test running: {summary}", all_assessments)
+
+    if enough and ab.fairness is not None:
+        unfair = _unfair(experiment, segment_results)
+        if unfair:
+            return _end(experiment, state, now, lift.Outcome.DISCARD, UNFAIR, unfair, all_assessments)
+
+    outcome: lift.Outcome | None
+    if enough:
+        if deadline:
+            outcome, why = lift.at_deadline(estimate, objective.direction.value, objective.minimum_effect)
+        else:
+            outcome, why = lift.judge(estimate, objective.direction.value, objective.minimum_effect)
+    else:
+        outcome, why = (lift.Outcome.ITERATE, "not enough data by maxDuration") if deadline else (None, "")
+    if outcome is None:
+        return _continue(experiment, state, now, f"A/B test running: {summary}", all_assessments)
+    reason = {lift.Outcome.SHIP: SHIPPED, lift.Outcome.DISCARD: DISCARDED, lift.Outcome.ITERATE: ITERATE}[
+        outcome
+    ]
+    return _end(experiment, state, now, outcome, reason, why, all_assessments)
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def _continue(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    message: str,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    going = dataclasses.replace(state, reason="Running", message=message, action=Action.CONTINUE)
+    return model.Decision(
+        going, dict(state.weights), (), assessments, canary.until_due(experiment, going, now)
+    )
+
+
+def _end(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    outcome: lift.Outcome,
+    reason: str,
+    why: str,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    state = dataclasses.replace(state, outcome=outcome.value)
+    if outcome is lift.Outcome.SHIP and not experiment.ab.auto_promote:
+        message = (
+            f"Ship: {why}; waiting for the modelrollout.io/promote annotation "
+            f"(the split stays at {experiment.ab.split}%)"
+        )
+        waiting = dataclasses.replace(
+            state, phase=Phase.PAUSED, reason=canary.AWAITING_PROMOTION, message=message, action=Action.HOLD
+        )
+        events = (Event("Normal", SHIPPED, message), Event("Normal", canary.AWAITING_PROMOTION, message))
+        return model.Decision(waiting, dict(state.weights), events, assessments, experiment.ab.interval)
+    phase = Phase.SUCCEEDED if outcome is lift.Outcome.SHIP else Phase.ROLLED_BACK
+    message = f"{outcome.value}: {why}"
+    finished = canary.finish(experiment, state, phase, now, reason, message, step=1, assessments=assessments)
+    told = Event("Normal" if outcome is lift.Outcome.SHIP else "Warning", reason, message)
+    return dataclasses.replace(finished, events=(told, *finished.events))
+
+
+def _with_outcome(decision: model.Decision, outcome: str) -> model.Decision:
+    return dataclasses.replace(decision, state=dataclasses.replace(decision.state, outcome=outcome))
+
+
+# --------------------------------------------------------------------------- sums
+
+
+def _accumulate(
+    kept: Any, samples: Mapping[str, model.MetricSample], names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """metric -> workload -> running moments (as dicts), with this interval's sums added."""
+    result: dict[str, dict[str, Any]] = {}
+    previous = kept if isinstance(kept, Mapping) else {}
+    for name in names:
+        found = previous.get(name)
+        before: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        sample = samples.get(name)
+        result[name] = _add(before, sample.sums if sample is not None else None)
+    return result
+
+
+def _accumulate_segments(kept: Any, sample: model.MetricSample | None) -> dict[str, dict[str, Any]]:
+    result = (
+        {str(k): dict(v) for k, v in kept.items() if isinstance(v, Mapping)}
+        if isinstance(kept, Mapping)
+        else {}
+    )
+    for segment, sums in ((sample.segments or {}) if sample is not None else {}).items():
+        result[segment] = _add(result.get(segment, {}), sums)
+    return result
+
+
+def _add(before: Mapping[str, Any], sums: Mapping[str, model.Sums] | None) -> dict[str, Any]:
+    after = {str(w): m for w, m in before.items()}
+    for workload, s in (sums or {}).items():
+        moments = lift.Moments.from_dict(after.get(workload)).add(s.count, s.total, s.squares)
+        after[workload] = moments.to_dict()
+    return after
+
+
+def _moments(by_workload: Mapping[str, Any], workload: str) -> lift.Moments:
+    return lift.Moments.from_dict(by_workload.get(workload))
+
+
+def _samples(by_workload: Mapping[str, Any]) -> dict[str, int]:
+    return {w: round(_moments(by_workload, w).count) for w in by_workload}
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _objective(experiment: spec.ExperimentSpec) -> spec_ab.ObjectiveSpec:
+    assert experiment.objective is not None  # the spec requires one for ABTest
+    return experiment.objective
+
+
+def _kind(experiment: spec.ExperimentSpec, name: str) -> str:
+    metric = experiment.metric(name)
+    return "mean" if metric is not None and metric.mean is not None else "ratio"
+
+
+def _secondary_names(experiment: spec.ExperimentSpec) -> list[str]:
+    return [m.name for m in experiment.secondary_metrics]
+
+
+def _assess_objective(
+    objective: spec_ab.ObjectiveSpec,
+    estimate: lift.Estimate,
+    sample: model.MetricSample | None,
+    base: str,
+    cand: str,
+) -> model.MetricAssessment:
+    name = objective.metric
+    if sample is None or sample.sums is None or base not in sample.sums or cand not in sample.sums:
+        results = sample.results if sample is not None else {}
+        missing = [w for w in (base, cand) if w not in results or not results[w].ok]
+        causes = "; ".join(
+            f"{results[w].outcome.value}: {results[w].detail}" for w in missing if w in results
+        )
+        who = " and ".join(missing) or "a variant"
+        error = any(w in results and not results[w].outcome.is_no_data for w in missing)
+        verdict = Verdict.ERROR if error else Verdict.NO_DATA
+        return model.MetricAssessment(
+            name,
+            verdict,
+            f"{name}: no counts for {who} in this interval" + (f" ({causes})" if causes else ""),
+        )
+    extra: dict[str, Any] = {"role": "Objective"}
+    if estimate.lift is not None:
+        extra["lift"] = round(estimate.lift, 6)
+    if estimate.interval is not None:
+        extra["interval"] = [round(estimate.interval[0], 6), round(estimate.interval[1], 6)]
+    return model.MetricAssessment(
+        name,
+        Verdict.PASS if estimate.ready else Verdict.INCONCLUSIVE,
+        f"{name}: {estimate.reason}",
+        baseline=estimate.baseline,
+        candidate=estimate.candidate,
+        extra=extra,
+    )
+
+
+def _objective_entry(objective: spec_ab.ObjectiveSpec, estimate: lift.Estimate) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "metric": objective.metric,
+        "direction": objective.direction.value,
+        "minimumEffect": objective.minimum_effect,
+        "baseline": _round(estimate.baseline),
+        "candidate": _round(estimate.candidate),
+        "lift": _round(estimate.lift),
+        "interval": _interval(estimate),
+        "samples": {w: round(n) for w, n in estimate.samples.items()},
+        "reason": estimate.reason,
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def _secondary(
+    experiment: spec.ExperimentSpec, sums: Mapping[str, Mapping[str, Any]], alpha: float
+) -> list[dict[str, Any]]:
+    metrics = experiment.secondary_metrics
+    corrected = lift.bonferroni(alpha, len(metrics))
+    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    entries = []
+    for metric in metrics:
+        moments = sums.get(metric.name, {})
+        kind = "mean" if metric.mean is not None else "ratio"
+        tau = lift.mixture_tau(experiment.objective.minimum_effect if experiment.objective else 0.05)
+        est = lift.estimate(
+            _moments(moments, base), _moments(moments, cand), kind, corrected, tau, names=(base, cand)
+        )
+        entry = {
+            "metric": metric.name,
+            "baseline": _round(est.baseline),
+            "candidate": _round(est.candidate),
+            "lift": _round(est.lift),
+            "interval": _interval(est),
+            "alpha": round(corrected, 6),
+        }
+        entries.append({k: v for k, v in entry.items() if v is not None})
+    return entries
+
+
+def _segments(
+    experiment: spec.ExperimentSpec,
+    segment_sums: Mapping[str, Mapping[str, Any]],
+    overall: lift.Estimate,
+    kind: str,
+    alpha: float,
+    tau: float,
+) -> list[dict[str, Any]]:
+    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    per_segment = {
+        key: (_moments(sums, base), _moments(sums, cand)) for key, sums in sorted(segment_sums.items())
+    }
+    table = lift.segment_table(per_segment, overall, kind, alpha, tau, names=(base, cand))
+    unfair: set[str] = set()
+    fairness = experiment.ab.fairness
+    if fairness is not None and (fairness.metric is None or fairness.metric == _objective(experiment).metric):
+        direction = _objective(experiment).direction.value
+        unfair = {r.segment for r in lift.unfair_segments(table, fairness.margin, direction)}
+    entries = []
+    for result in table:
+        est = result.estimate
+        entry = {
+            "segment": _segment_labels(result.segment),
+            "metric": _objective(experiment).metric,
+            "baseline": _round(est.baseline),
+            "candidate": _round(est.candidate),
+            "lift": _round(est.lift),
+            "interval": _interval(est),
+            "samples": {w: round(n) for w, n in est.samples.items()},
+            "reversed": result.reversed,
+            "unfair": result.segment in unfair,
+        }
+        entries.append({k: v for k, v in entry.items() if v is not None})
+    return entries
+
+
+def _unfair(experiment: spec.ExperimentSpec, segments: Sequence[Mapping[str, Any]]) -> str:
+    harmed = [s for s in segments if s.get("unfair")]
+    if not harmed:
+        return ""
+    fairness = experiment.ab.fairness
+    assert fairness is not None
+    names = ", ".join(
+        ",".join(f"{k}={v}" for k, v in s["segment"].items()) + f" {_pct(s.get('lift'))}" for s in harmed
+    )
+    return (
+        f"the candidate is worse than the baseline by more than {fairness.margin:.0%} in {names} "
+        f"(intervals corrected across {len(segments)} segments)"
+    )
+
+
+def _segment_labels(key: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for part in key.split(","):
+        name, _, value = part.partition("=")
+        labels[name] = value
+    return labels
+
+
+def _plan(
+    experiment: spec.ExperimentSpec,
+    kind: str,
+    sample: model.MetricSample | None,
+    state: State,
+    now: datetime.datetime,
+) -> dict[str, Any] | None:
+    """Sample size up front, from the first interval with data: the baseline's rate and the traffic."""
+    objective = _objective(experiment)
+    base = experiment.baseline.workload
+    if sample is None or sample.sums is None or base not in sample.sums:
+        return None
+    first = sample.sums[base]
+    window = (now - (state.last_evaluated_at or now)).total_seconds()
+    if first.count <= 0 or window <= 0:
+        return None
+    mean = first.total / first.count
+    sd: float | None = None
+    if kind == "mean":
+        if first.squares is None:
+            return None  # the variance needs several intervals: planned once it is known
+        sd = max(first.squares / first.count - mean * mean, 0.0) ** 0.5
+    ab = experiment.ab
+    per_arm = lift.samples_per_arm(
+        kind,
+        mean,
+        sd,
+        objective.minimum_effect,
+        experiment.analysis.alpha,
+        objective.power,
+        ab.split,
+        direction=objective.direction.value,
+    )
+    total = sum(s.count for s in sample.sums.values())
+    rate = total / window
+    duration = lift.expected_duration(per_arm, rate, ab.split) if per_arm is not None else None
+    what = f"{objective.minimum_effect:+.1%} {objective.metric}"
+    if per_arm is None or duration is None:
+        message = f"cannot plan for {what} from the first interval"
+    else:
+        message = (
+            f"detecting {what} with {objective.power:.0%} power needs {per_arm} observations in the smaller "
+            f"arm: about {_duration(duration)} at a {ab.split}% split and {rate:.3g}/s"
+        )
+        if duration > ab.max_duration:
+            message += f", longer than maxDuration {_duration(ab.max_duration)}"
+    plan: dict[str, Any] = {
+        "baselineRate": _round(mean),
+        "samplesPerArm": per_arm,
+        "requestsPerSecond": round(rate, 3),
+        "expectedDuration": _duration(duration) if duration is not None else None,
+        "message": message,
+    }
+    return {k: v for k, v in plan.items() if v is not None}
+
+
+def _timeline(
+    previous: Any,
+    now: datetime.datetime,
+    estimate: lift.Estimate,
+    weights: Mapping[str, int],
+    moments: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    points = [p for p in previous if isinstance(p, Mapping)] if isinstance(previous, list) else []
+    point: dict[str, Any] = {"time": _time(now), "weights": dict(weights), "samples": _samples(moments)}
+    if estimate.lift is not None:
+        point["lift"] = round(estimate.lift, 6)
+    if estimate.interval is not None:
+        point["interval"] = _interval(estimate)
+    points.append(point)
+    if len(points) > TIMELINE_LIMIT:
+        points = [*points[:-1:2], points[-1]]  # every other point, and always the latest
+    return [dict(p) for p in points]
+
+
+def _srm_summary(
+    ab: spec_ab.ABTestSpec, finding: srm.Finding, assignments: Mapping[str, ports.QueryResult] | None
+) -> dict[str, Any]:
+    if ab.assignment_query is None:
+        return {
+            "checked": False,
+            "message": "not checked: set abTest.assignmentQuery to count assigned users",
+        }
+    if finding.detected:
+        return {"checked": True, "passed": False, "message": finding.message}
+    return {"checked": True, "passed": True, "message": "the users' shares match the split"}
+
+
+def _started(state: State, now: datetime.datetime) -> datetime.datetime:
+    value = state.results.get("startedAt")
+    if isinstance(value, str):
+        try:
+            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return state.step_started_at or now
+
+
+def _time(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _interval(estimate: lift.Estimate) -> list[float] | None:
+    if estimate.interval is None:
+        return None
+    return [round(estimate.interval[0], 6), round(estimate.interval[1], 6)]
+
+
+def _pct(value: Any) -> str:
+    return f"{value:+.1%}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _duration(value: datetime.timedelta) -> str:
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    text = "".join(parts)
+    return text or f"{seconds}s"
