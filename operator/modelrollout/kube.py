@@ -160,3 +160,41 @@ class KubeEvents:
             logger.warning(
                 "could not post Event %s for %s/%s: %s", reason, self._namespace, self._involved.name, e
             )
+
+
+class KubeReports:
+    """Writes an experiment's report into a ConfigMap it owns (deleted with the experiment)."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._api = kubernetes.client.CoreV1Api(client)
+
+    def write(self, body: Mapping[str, Any], name: str, key: str, text: str) -> None:
+        meta = body.get("metadata", {})
+        namespace = meta["namespace"]
+        config_map: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": COMPONENT},
+            },
+            "data": {key: text},
+        }
+        if meta.get("uid"):
+            config_map["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": KIND,
+                    "name": meta.get("name"),
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        try:
+            self._api.create_namespaced_config_map(namespace, config_map)
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+            self._api.patch_namespaced_config_map(name, namespace, {"data": {key: text}})

@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 # --------------------------------------------------------------------------- routing
 
@@ -28,6 +28,16 @@ class Destination:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stickiness:
+    """Sticky A/B routing: a cookie keeps each user on the variant their first request was split to."""
+
+    cookie: str  # the cookie's name, e.g. "mexp-churn-v2"; its value is the variant's workload
+    max_age_seconds: int  # the cookie's Max-Age
+    # Istio HTTPMatchRequests selecting who takes part (ORed); empty: every request of the route
+    cohort: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class RouteTarget:
     """Everything the router needs to know about one experiment."""
 
@@ -36,6 +46,7 @@ class RouteTarget:
     name: str  # of the VirtualService
     routes: tuple[str, ...] | None  # http route names to manage; None: every route holding the baseline
     variants: tuple[Destination, ...]  # baseline first, then the candidate(s)
+    sticky: Stickiness | None = None  # an A/B test's cookie affinity; None: plain weighted routing
 
     @property
     def baseline(self) -> Destination:

@@ -32,6 +32,13 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime.datetime]
 
 
+class Reports(Protocol):
+    def write(self, body: Mapping[str, Any], name: str, key: str, text: str) -> None: ...
+
+
+REPORT_KEY = "report.md"
+
+
 class Experiments(Protocol):
     def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -55,6 +62,8 @@ class Reconciler:
     caller: webhooks.Caller | None = None
     notifier: notify.Notifier | None = None
     metrics: metrics.OperatorMetrics | None = None
+    # Where an A/B test's report goes once it has an outcome (a ConfigMap); None: not written.
+    reports: Reports | None = None
     _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(threading.Lock)
     )
@@ -193,8 +202,13 @@ class Reconciler:
         restarted = any(event.reason == "Restarted" for event in decision.events)
         if plan or (previous.get("plan") and not restarted):
             new_status["plan"] = plan or previous["plan"]
+        report = self._report_due(experiment, previous, new_status)
+        if report:
+            new_status["report"] = {"configMap": f"{name}-report", "key": REPORT_KEY}
         if new_status != previous:
             self.experiments.patch_status(namespace, name, _with_removals(previous, new_status))
+        if report:
+            self._write_report(body, new_status)
 
         sink = self.events(body)
         if experiment is not None:
@@ -207,6 +221,28 @@ class Reconciler:
         for event in decision.events:
             sink.emit(event.type, event.reason, event.message)
         self._tell(body, decision, experiment, previous, new_status, sink)
+
+    def _report_due(
+        self, experiment: spec.ExperimentSpec | None, previous: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> bool:
+        """An A/B test's report is (re)written when its outcome or phase changes once it has an outcome."""
+        if self.reports is None or experiment is None or not experiment.is_ab_test or not new.get("outcome"):
+            return False
+        return (previous.get("outcome"), previous.get("phase")) != (new.get("outcome"), new.get("phase"))
+
+    def _write_report(self, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
+        assert self.reports is not None
+        from modelrollout import report  # the renderer is only needed once an A/B test has an outcome
+
+        meta = body.get("metadata", {})
+        try:
+            text = report.markdown_summary({**body, "status": dict(new_status)})
+            self.reports.write(body, f"{meta['name']}-report", REPORT_KEY, text)
+        except Exception as e:  # a report is a courtesy: it never stops the experiment
+            logger.warning(
+                "%s/%s: could not write the report: %s", meta.get("namespace"), meta.get("name"), e
+            )
+            self.events(body).emit("Warning", "ReportFailed", f"could not write the report ConfigMap: {e}")
 
     def _tell(
         self,

@@ -74,6 +74,7 @@ class Runtime:
                 caller, counted=lambda kind, result: self.metrics.notifications.labels(kind, result).inc()
             ),
             metrics=self.metrics,
+            reports=kube.KubeReports(client),
         )
 
     def serve_metrics(self) -> None:

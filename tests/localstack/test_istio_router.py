@@ -7,6 +7,7 @@ reconcile sends no write at all, and 404s and other errors come back typed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -216,3 +217,64 @@ def test_other_errors_are_readable(server: ApiServer, api: kubernetes.client.Cus
     server.inject_fault(f"PATCH /virtualservices/{name}$", status=403, reason="Forbidden", message="no way")
     with pytest.raises(ports.RouterError, match=f"cannot patch VirtualService ml/{name}: HTTP 403 Forbidden"):
         istio.IstioRouter(api).reconcile(target)
+
+
+def test_a_sticky_ab_test_round_trip(server: ApiServer, api: kubernetes.client.CustomObjectsApi) -> None:
+    """Running (three routes inserted before "primary"), promoted (they go), finalized (the original)."""
+    name, plain = _create(api)
+    cohort = ({"headers": {"x-user-tier": {"exact": "beta"}}},)
+    target = dataclasses.replace(
+        plain, sticky=ports.Stickiness(cookie="mexp-churn-v2", max_age_seconds=3600, cohort=cohort)
+    )
+    before = _get(server, name)
+    recording = RecordingApi(api)
+    router = istio.IstioRouter(recording)
+    inserted = [
+        "mexp-churn-v2-primary-churn-v1",
+        "mexp-churn-v2-primary-churn-v2",
+        "mexp-churn-v2-primary-assign",
+    ]
+
+    router.reconcile(target)
+    structured = _get(server, name)
+    assert router.set_routes(target, {"churn-v1": 60, "churn-v2": 40}).weights() == {
+        "churn-v1": 60,
+        "churn-v2": 40,
+    }
+    running = _get(server, name)
+    assert [route["name"] for route in running["spec"]["http"]] == ["docs", *inserted, "primary"]
+    desired = istio_routes.with_weights(structured, target, {"churn-v1": 60, "churn-v2": 40})
+    assert running["spec"] == desired["spec"]
+    assert running["spec"]["http"][4] == structured["spec"]["http"][1]  # "primary" as reconcile left it
+    assert {op["op"] for op in recording.patches[-1]} == {"test", "add"}
+
+    server.clear_request_log()
+    router.reconcile(target)
+    router.set_routes(target, {"churn-v1": 60, "churn-v2": 40})
+    assert router.get_routes(target).weights() == {"churn-v1": 60, "churn-v2": 40}
+    assert _writes(server) == []  # applied twice: no write
+
+    # A user deletes the candidate's sticky route; the next write puts it back.
+    edit = [
+        {"op": "test", "path": "/spec/http/2/name", "value": inserted[1]},
+        {"op": "remove", "path": "/spec/http/2"},
+    ]
+    api.patch_namespaced_custom_object(GROUP, "v1", NS, PLURAL, name, edit, _content_type=istio.JSON_PATCH)
+    router.set_routes(target, {"churn-v1": 60, "churn-v2": 40})
+    assert _get(server, name)["spec"] == running["spec"]
+
+    assert router.set_routes(target, {"churn-v1": 0, "churn-v2": 100}).weights() == {
+        "churn-v1": 0,
+        "churn-v2": 100,
+    }
+    promoted = _get(server, name)
+    assert [route["name"] for route in promoted["spec"]["http"]] == ["docs", "primary"]
+    assert promoted["spec"]["http"][1]["route"] == [
+        {"destination": {"host": "churn", "subset": "v1"}, "weight": 0},
+        {"destination": {"host": "churn", "subset": "v2"}, "weight": 100},
+    ]
+
+    router.finalize(target)
+    after = _get(server, name)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"] == {"owner": "team-ml"}

@@ -106,9 +106,7 @@ def interval(rng: np.random.Generator, experiment: spec.ExperimentSpec, truth: T
     assigned = {w: ok(float(rng.poisson(truth.users * share))) for w, share in shares.items()}
     requests = {w: ok(s.count) for w, s in sums.items()}
     weights = {BASE: 100 - experiment.ab.split, CAND: experiment.ab.split}
-    return model.Observation(
-        weights, metrics=(objective, errors), requests=requests, assignments=assigned
-    )
+    return model.Observation(weights, metrics=(objective, errors), requests=requests, assignments=assigned)
 
 
 def run(
@@ -160,7 +158,7 @@ def test_a_better_candidate_ships_and_promotes_with_auto_promote() -> None:
     assert dict(state.weights) == {BASE: 0, CAND: 100}
     objective = state.results["objective"]
     low, high = objective["interval"]
-    assert 0 < low and objective["lift"] >= 0.05  # significant and at least the minimum effect
+    assert low > 0 and objective["lift"] >= 0.05  # significant and at least the minimum effect
     assert low <= 0.3 <= high  # the truth (+30 %) is inside the interval
     assert "Shipped" in reasons(decisions) and "Promoted" in reasons(decisions)
 
@@ -210,7 +208,11 @@ def test_inconclusive_at_max_duration_is_iterate() -> None:
 def test_aa_finds_no_difference_and_passes_srm(seed: int) -> None:
     state, _ = run(ab_spec(aa=True, maxDuration="30m"), Truth({BASE: 0.05, CAND: 0.05}), seed=seed)
     assert state.outcome == "Iterate" and state.reason == "NoDifference", state.message
-    assert state.results["srm"] == {"checked": True, "passed": True, "message": "the users' shares match the split"}
+    assert state.results["srm"] == {
+        "checked": True,
+        "passed": True,
+        "message": "the users' shares match the split",
+    }
     assert "A/A test passed" in state.message
 
 
@@ -235,7 +237,7 @@ def test_aa_with_a_skewed_split_fails_on_the_sample_ratio() -> None:
 
 
 def test_a_broken_guardrail_rolls_back_as_in_a_canary() -> None:
-    state, decisions = run(ab_spec(), Truth({BASE: 0.05, CAND: 0.065}, guardrail_errors=(0.01, 0.2)))
+    state, _ = run(ab_spec(), Truth({BASE: 0.05, CAND: 0.065}, guardrail_errors=(0.01, 0.2)))
     assert state.phase is Phase.ROLLED_BACK and state.reason == "GuardrailFailed"
     assert state.outcome == "Discard"
     assert "error-rate" in state.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,3 +213,226 @@ def test_destination_weights_follow_istio() -> None:
         ("churn-v3.ml.svc.cluster.local", None): 0,
     }
     assert traffic.destination_weights({"redirect": {"uri": "/elsewhere"}}) == {}
+
+
+# --------------------------------------------------------------------------- one request, cookies
+
+
+def sticky_spec(split: int = 50, cohort: bool = True) -> dict[str, Any]:
+    """The routes the operator writes for a sticky A/B test (cookie mexp-churn-v2, cohort x-user-tier)."""
+    tier = {"x-user-tier": {"exact": "beta"}} if cohort else {}
+
+    def cookie(workload: str) -> dict[str, Any]:
+        value = workload.replace("-", "\\-")
+        return {"regex": f"^(.*?;\\s*)?mexp\\-churn\\-v2={value}(;.*)?$"}
+
+    def assign(subset: str, weight: int) -> dict[str, Any]:
+        set_cookie = f"mexp-churn-v2=churn-{subset}; Max-Age=1209600; Path=/"
+        return {
+            "destination": {"host": "churn", "subset": subset},
+            "weight": weight,
+            "headers": {"response": {"add": {"set-cookie": set_cookie}}},
+        }
+
+    def sticky(subset: str) -> dict[str, Any]:
+        return {
+            "name": f"mexp-churn-v2-main-churn-{subset}",
+            "match": [{"headers": {"cookie": cookie(f"churn-{subset}"), **tier}}],
+            "route": [{"destination": {"host": "churn", "subset": subset}, "weight": 100}],
+        }
+
+    assign_route: dict[str, Any] = {
+        "name": "mexp-churn-v2-main-assign",
+        "route": [assign("v1", 100 - split), assign("v2", split)],
+    }
+    if cohort:
+        assign_route["match"] = [{"headers": tier}]
+    main = {
+        "name": "main",
+        "route": [
+            {"destination": {"host": "churn", "subset": "v1"}, "weight": 100},
+            {"destination": {"host": "churn", "subset": "v2"}, "weight": 0},
+        ],
+    }
+    return {"hosts": ["churn"], "http": [sticky("v1"), sticky("v2"), assign_route, main]}
+
+
+def test_a_cookie_keeps_a_user_on_their_variant() -> None:
+    spec, generator = sticky_spec(), rng()
+    for cookie, subset in [
+        ("mexp-churn-v2=churn-v2", "v2"),
+        ("a=1; mexp-churn-v2=churn-v1", "v1"),
+        ("a=1;mexp-churn-v2=churn-v2; b=2", "v2"),
+    ]:
+        for _ in range(50):
+            routed = traffic.route_request(generator, spec, {"Cookie": cookie, "x-user-tier": "beta"})
+            assert routed is not None
+            assert routed.destination == ("churn", subset)
+            assert routed.route["name"] == f"mexp-churn-v2-main-churn-{subset}"
+            assert routed.response_headers == ()  # an assigned user gets no new cookie
+
+
+def test_a_new_user_is_split_by_weight_and_told_their_variant() -> None:
+    spec, generator, n = sticky_spec(split=20), rng(), 4000
+    routed = [traffic.route_request(generator, spec, {"x-user-tier": "beta"}) for _ in range(n)]
+    assert all(r is not None and r.route["name"] == "mexp-churn-v2-main-assign" for r in routed)
+    for r in routed:
+        assert r is not None and r.subset is not None
+        assert r.response_headers == (
+            ("set-cookie", f"mexp-churn-v2=churn-{r.subset}; Max-Age=1209600; Path=/"),
+        )
+    assert_binomial(sum(r is not None and r.subset == "v2" for r in routed), n, 0.2)
+    # A cookie that only looks like the experiment's is no assignment: split again.
+    lookalike = traffic.route_request(
+        generator, spec, {"cookie": "xmexp-churn-v2=churn-v2", "x-user-tier": "beta"}
+    )
+    assert lookalike is not None and lookalike.route["name"] == "mexp-churn-v2-main-assign"
+
+
+def test_users_outside_the_cohort_take_the_main_route_even_with_a_cookie() -> None:
+    spec, generator = sticky_spec(), rng()
+    for headers in ({}, {"x-user-tier": "gold"}, {"cookie": "mexp-churn-v2=churn-v2"}):
+        for _ in range(100):
+            routed = traffic.route_request(generator, spec, headers)
+            assert routed is not None and routed.route["name"] == "main"
+            assert (routed.destination, routed.response_headers) == (("churn", "v1"), ())
+    without_cohort = sticky_spec(cohort=False)
+    routed = traffic.route_request(generator, without_cohort, {"cookie": "mexp-churn-v2=churn-v2"})
+    assert routed is not None and routed.subset == "v2"
+
+
+def test_requests_that_go_nowhere() -> None:
+    generator = rng()
+    assert traffic.route_request(generator, {"http": [route("beta", {"headers": {"x": {}}})]}, {}) is None
+    redirect = {"http": [{"name": "r", "redirect": {"uri": "/elsewhere"}}]}
+    assert traffic.route_request(generator, redirect, {}) is None
+    zero = {
+        "http": [{"route": [{"destination": {"host": "a"}, "weight": 0}, {"destination": {"host": "b"}}]}]
+    }
+    assert traffic.route_request(generator, zero, {}) is None
+    lone = {"http": [{"route": [{"destination": {"host": "a"}, "weight": 0}]}]}
+    routed = traffic.route_request(generator, lone, {})
+    assert routed is not None and routed.destination == ("a", None)
+
+
+def test_pick_destination_never_takes_a_zero_weight_and_follows_the_weights() -> None:
+    entries = [
+        {"destination": {"host": "churn", "subset": "v0"}, "weight": 0},
+        {"destination": {"host": "churn", "subset": "v1"}, "weight": 30},
+        {"destination": {"host": "churn", "subset": "v1"}, "weight": 0},
+        {"destination": {"host": "churn", "subset": "v2"}, "weight": 70},
+        {"destination": {"host": "churn", "subset": "v3"}},
+    ]
+    generator, n = rng(), 10_000
+    picks = [traffic.pick_destination(generator, {"route": entries}) for _ in range(n)]
+    chosen = [entries.index(p) for p in picks if p is not None]
+    assert len(chosen) == n and set(chosen) == {1, 3}
+    assert_binomial(chosen.count(3), n, 0.7)
+
+
+def test_response_headers_destination_first_then_route() -> None:
+    destination = {
+        "headers": {
+            "response": {
+                "add": {"Set-Cookie": "a=1", "x-from": "destination"},
+                "set": {"x-served-by": "v2"},
+            },
+            "request": {"set": {"x-ignored": "1"}},
+        }
+    }
+    route = {
+        "headers": {
+            "response": {
+                "remove": ["X-From"],
+                "set": {"X-Served-By": "route"},
+                "add": {"set-cookie": "b=2"},
+            }
+        }
+    }
+    assert traffic.response_headers(destination, route) == (
+        ("set-cookie", "a=1"),
+        ("x-served-by", "route"),
+        ("set-cookie", "b=2"),
+    )
+    assert traffic.response_headers({}, {"headers": {}}) == ()
+
+
+def test_cookie_jar_sends_what_it_was_told_to_set() -> None:
+    jar = traffic.CookieJar()
+    assert jar.header(0) is None
+    jar.receive(
+        [("set-cookie", "a=1"), ("x-other", "ignored"), ("Set-Cookie", " exp = churn-v2 ; Path=/")], 0
+    )
+    assert jar.header(0) == "a=1; exp=churn-v2"
+    jar.set_cookie("a=2; Max-Age=60", 10)  # replaced: keeps its place, gets the new value and lifetime
+    assert jar.cookies(69.9) == {"a": "2", "exp": "churn-v2"}
+    assert jar.header(70) == "exp=churn-v2"  # Max-Age counts from when the cookie was set
+    assert jar.header(1e9) == "exp=churn-v2"  # no Max-Age: a session cookie
+
+
+@pytest.mark.parametrize("max_age", ["0", "-1", "-100"])
+def test_cookie_jar_max_age_zero_or_negative_deletes(max_age: str) -> None:
+    jar = traffic.CookieJar()
+    jar.set_cookie("exp=churn-v1; Max-Age=1209600; Path=/", 0)
+    jar.set_cookie("keep=1", 0)
+    jar.set_cookie(f"exp=; Path=/; max-age={max_age}", 5)
+    assert jar.cookies(5) == {"keep": "1"}
+    jar.set_cookie("gone=1; Max-Age=0", 6)  # deleting what is not there sets nothing
+    assert jar.header(6) == "keep=1"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["novalue", "=nameless", "; Max-Age=10", ""],
+    ids=["no-equals", "no-name", "empty-pair", "empty"],
+)
+def test_cookie_jar_ignores_malformed_cookies(header: str) -> None:
+    jar = traffic.CookieJar()
+    jar.set_cookie(header, 0)
+    assert jar.cookies(0) == {}
+
+
+def test_cookie_jar_ignores_malformed_max_age_and_takes_the_last() -> None:
+    jar = traffic.CookieJar()
+    jar.set_cookie("a=1; Max-Age=soon", 0)
+    jar.set_cookie("b=1; Max-Age=10; Max-Age=100", 0)
+    jar.set_cookie("c=x=y; Max-Age=+5", 0)  # "+5" is no delta-seconds: ignored; the value keeps its "="
+    assert jar.cookies(50) == {"a": "1", "b": "1", "c": "x=y"}
+
+
+# --------------------------------------------------------------------------- business outcomes
+
+
+def test_outcomes_follow_conversion_and_revenue() -> None:
+    outcomes = traffic.Outcomes(conversion=0.05, revenue_mean=20.0, revenue_sigma=1.0)
+    n = 400_000
+    batch = traffic.simulate_outcomes(rng(), n, outcomes)
+    assert_binomial(batch.conversions, n, 0.05)
+    mean = batch.revenue / batch.conversions
+    # lognormal mean 20, log-sd 1: sd = 20 * sqrt(e - 1) ~ 26.2; the mean of ~20000 is within 4 sd of it
+    assert mean == pytest.approx(20.0, abs=4 * 20 * math.sqrt(math.e - 1) / math.sqrt(batch.conversions))
+    second_moment = batch.revenue_squared / batch.conversions  # E[X^2] = mean^2 * e^(sigma^2)
+    assert second_moment == pytest.approx(400 * math.e, rel=0.15)
+
+
+def test_outcomes_without_revenue_or_conversions() -> None:
+    assert traffic.simulate_outcomes(rng(), 1000, traffic.Outcomes(0.3)).revenue == 0.0
+    assert traffic.simulate_outcomes(rng(), 1000, traffic.NO_OUTCOMES) == traffic.OutcomeBatch(0, 0.0, 0.0)
+    assert traffic.simulate_outcomes(rng(), 0, traffic.Outcomes(1.0, 5.0)) == traffic.OutcomeBatch(
+        0, 0.0, 0.0
+    )
+    fixed = traffic.simulate_outcomes(rng(), 10, traffic.Outcomes(1.0, revenue_mean=5.0))
+    assert (fixed.conversions, fixed.revenue, fixed.revenue_squared) == (
+        10,
+        pytest.approx(50),
+        pytest.approx(250),
+    )
+
+
+@pytest.mark.parametrize(
+    ("conversion", "mean", "sigma"),
+    [(-0.1, 1, 1), (1.1, 1, 1), (0.1, -1, 1), (0.1, 1, -1), (0.1, math.inf, 0)],
+)
+def test_outcomes_reject_nonsense(conversion: float, mean: float, sigma: float) -> None:
+    with pytest.raises(ValueError):
+        traffic.Outcomes(conversion, mean, sigma)

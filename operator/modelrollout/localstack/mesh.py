@@ -11,6 +11,14 @@ The traffic model lives in ``traffic`` (pure, shared with the virtual-time
 simulator); this module adds the clock, the threads, the state and the exposition.
 Metrics go to a private ``CollectorRegistry`` and histograms are updated in bulk,
 so many simulators (one per test) can coexist and high rates stay cheap.
+
+An app may also have a population of ``Users`` (for A/B tests): each request then
+comes from one user, with that user's headers and cookies, is routed on its own
+as Istio would route it (so cookie-sticky routes and header cohorts work), and
+its ``set-cookie`` answer goes into the user's cookie jar.  Such apps also export
+business counters per variant and segment (``model_requests_total``,
+``model_conversions_total``, ``model_revenue_total``, ``model_revenue_squared_total``).
+Apps without users keep the batch path: one routing decision per tick.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
+import re
 import socketserver
 import threading
 import time
@@ -62,6 +72,120 @@ ERROR_CODE = "500"
 _NO_ENDPOINTS = traffic.VariantProfile(error_rate=1.0, latency_median_ms=1.0, latency_sigma=0.3)
 _BUCKET_LABELS = tuple(f"{bound:.6g}" for bound in traffic.ISTIO_DURATION_BUCKETS_MS)  # as Envoy prints them
 
+# The business counters of apps with users: labelled by these and by the population's segment labels.
+BUSINESS_LABELS = ("destination_workload", "destination_workload_namespace")
+BUSINESS_METRICS = (
+    ("model_requests_total", "Requests served, as the application counts them."),
+    ("model_conversions_total", "Successful requests after which the user converted."),
+    ("model_revenue_total", "Revenue of the conversions."),
+    ("model_revenue_squared_total", "Sum of the squared revenue of each conversion."),
+    # A request whose answer gave the user a cookie value they did not hold: a user (newly) assigned.
+    # An application counts these as requests arriving without the experiment's cookie.
+    ("model_assignments_total", "Users assigned to this variant (first request without the cookie)."),
+)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    """One simulated user: a stable id, a value of each segment label, extra request headers."""
+
+    id: str
+    segments: Mapping[str, str]  # segment label -> value
+    headers: Mapping[str, str]  # lower-case header name -> value
+
+
+@dataclasses.dataclass(frozen=True)
+class Users:
+    """The users calling an app, and what the business gets from the answers they receive.
+
+    ``segments`` maps a segment label (a Prometheus label of the business counters)
+    to the share of users having each value; the shares sum to 1.  ``headers`` maps
+    a request header to the share of users carrying each value; users beyond the
+    shares' sum do not send the header (``{"x-user-tier": {"beta": 0.3}}``: 30 % of
+    users are beta users).  Both are drawn once per user from ``seed``, so the same
+    ``Users`` always yields the same ``population()``.
+
+    ``outcomes`` gives each variant's (workload's) outcomes; a workload not listed
+    never converts.  ``segment_outcomes`` overrides them for users in a segment:
+    workload -> ``"label=value"`` (or ``"label=value,label=value"``) -> outcomes.
+    When several overrides fit a user, the one naming the most labels wins, then
+    the first listed.
+    """
+
+    count: int = 2000
+    segments: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    headers: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    outcomes: Mapping[str, traffic.Outcomes] = dataclasses.field(default_factory=dict)
+    segment_outcomes: Mapping[str, Mapping[str, traffic.Outcomes]] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"a population needs at least one user, got {self.count}")
+        for label, shares in self.segments.items():
+            reserved = label.startswith("__") or label in (*BUSINESS_LABELS, "le")
+            if reserved or not _LABEL_NAME.fullmatch(label):
+                raise ValueError(f"segment label {label!r} cannot be a label of the business counters")
+            _check_shares(f"segment {label!r}", shares)
+            if not math.isclose(sum(shares.values()), 1.0, abs_tol=1e-9):
+                raise ValueError(f"the shares of segment {label!r} must sum to 1, got {dict(shares)}")
+        for name, shares in self.headers.items():
+            if not name or name.lower() == "cookie":
+                raise ValueError(f"cannot draw header {name!r} (a user's cookie header is their cookie jar)")
+            _check_shares(f"header {name!r}", shares)
+            if sum(shares.values()) > 1.0 + 1e-9:
+                raise ValueError(f"the shares of header {name!r} must not exceed 1, got {dict(shares)}")
+        for overrides in self.segment_outcomes.values():
+            for segment in overrides:
+                self.parse_segment(segment)
+
+    def parse_segment(self, segment: str) -> dict[str, str]:
+        """``"region=us,device=ios"`` -> label -> value, checked against ``segments``."""
+        conditions: dict[str, str] = {}
+        for part in segment.split(","):
+            label, separator, value = part.partition("=")
+            label, value = label.strip(), value.strip()
+            if not separator or label not in self.segments or value not in self.segments[label]:
+                raise ValueError(f"segment {segment!r}: {part!r} is no label=value of {dict(self.segments)}")
+            if label in conditions:
+                raise ValueError(f"segment {segment!r} names label {label!r} twice")
+            conditions[label] = value
+        return conditions
+
+    def population(self) -> tuple[User, ...]:
+        """The users, the same for the same fields: ids ``u0000``, ``u0001``..."""
+        rng = np.random.default_rng(self.seed)
+        columns: list[tuple[str, list[str | None], list[int]]] = []
+        for label, shares in self.segments.items():
+            values: list[str | None] = list(shares)
+            p = np.asarray([shares[v] for v in shares], dtype=float)
+            columns.append((label, values, rng.choice(len(values), size=self.count, p=p / p.sum()).tolist()))
+        header_columns: list[tuple[str, list[str | None], list[int]]] = []
+        for name, shares in self.headers.items():
+            values = [*shares, None]
+            p = np.asarray([*shares.values(), max(0.0, 1.0 - sum(shares.values()))], dtype=float)
+            column = rng.choice(len(values), size=self.count, p=p / p.sum())
+            header_columns.append((name.lower(), values, column.tolist()))
+        width = len(str(self.count - 1))
+        return tuple(
+            User(
+                id=f"u{i:0{width}d}",
+                segments={label: str(values[column[i]]) for label, values, column in columns},
+                headers={
+                    name: value
+                    for name, values, column in header_columns
+                    if (value := values[column[i]]) is not None
+                },
+            )
+            for i in range(self.count)
+        )
+
+
+def _check_shares(what: str, shares: Mapping[str, float]) -> None:
+    if not shares or any(not (0.0 <= share <= 1.0) for share in shares.values()):
+        raise ValueError(f"{what} needs values with shares within 0..1, got {dict(shares)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshApp:
@@ -77,12 +201,20 @@ class MeshApp:
     name: str | None = None  # tells apart several apps on one VirtualService; default its name
     source_workload: str = "istio-ingressgateway"
     source_workload_namespace: str = "istio-system"
+    # With users, each request comes from one of them (with ``headers`` and the user's own headers
+    # and cookies) and is routed on its own; the app then exports business counters too.
+    users: Users | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise ValueError("an app needs at least one variant")
         if self.rps < 0:
             raise ValueError(f"rps must not be negative, got {self.rps}")
+        if self.users is not None:
+            workloads = {workload for workload, _ in self.variants.values()}
+            unknown = (set(self.users.outcomes) | set(self.users.segment_outcomes)) - workloads
+            if unknown:
+                raise ValueError(f"outcomes for {sorted(unknown)}: not workloads of {sorted(workloads)}")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -109,6 +241,38 @@ class _Target(NamedTuple):
     labels: tuple[tuple[str, str], ...]  # every label but response_code and response_flags
 
 
+class _Population:
+    """An app's users and what the simulator keeps per user (guarded by the simulator's locks)."""
+
+    def __init__(self, app: MeshApp, users: Users) -> None:
+        self.spec = users
+        self.users = users.population()
+        self.labels = tuple(users.segments)
+        common = {name.lower(): value for name, value in app.headers.items()}
+        self.fixed_cookie = common.pop("cookie", None)  # the app's own cookie header goes first
+        self.headers = [{**common, **user.headers} for user in self.users]
+        self.segment_values = [tuple(user.segments[label] for label in self.labels) for user in self.users]
+        self.jars = [traffic.CookieJar() for _ in self.users]
+        self.served: list[dict[str, int]] = [{} for _ in self.users]
+        self.outcomes = dict(users.outcomes)
+        self.segment_outcomes = {workload: dict(o) for workload, o in users.segment_outcomes.items()}
+
+    def request_headers(self, index: int, now: float) -> Mapping[str, str]:
+        cookie = self.jars[index].header(now)
+        if self.fixed_cookie is not None:
+            cookie = self.fixed_cookie if cookie is None else f"{self.fixed_cookie}; {cookie}"
+        return self.headers[index] if cookie is None else {**self.headers[index], "cookie": cookie}
+
+    def outcomes_for(self, workload: str, values: tuple[str, ...]) -> traffic.Outcomes:
+        segments = dict(zip(self.labels, values, strict=True))
+        best, named = self.outcomes.get(workload, traffic.NO_OUTCOMES), 0
+        for segment, outcomes in self.segment_outcomes.get(workload, {}).items():
+            conditions = self.spec.parse_segment(segment)
+            if len(conditions) > named and all(segments[k] == v for k, v in conditions.items()):
+                best, named = outcomes, len(conditions)
+        return best
+
+
 class _AppState:
     def __init__(self, app: MeshApp) -> None:
         self.app = app
@@ -117,6 +281,7 @@ class _AppState:
         self.last_weights: dict[str, int] | None = None
         self.fetch_failures = 0
         self.unrouted = 0
+        self.population = None if app.users is None else _Population(app, app.users)
 
     def target(self, host: str, subset: str | None) -> _Target:
         """The variant serving a route destination, by subset, else by host."""
@@ -189,6 +354,9 @@ class MeshSimulator:
         # label values (in LABELS order) -> request count / (cumulative bucket counts, sum)
         self._requests: dict[tuple[str, ...], int] = {}
         self._durations: dict[tuple[str, ...], tuple[traffic.Counts, float]] = {}
+        # business labels -> [requests, conversions, revenue, revenue squared] (apps with users)
+        self._business: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        self._clock = 0.0  # simulated seconds so far: the users' cookie jars expire cookies by it
         self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self._server: _MetricsServer | None = None
@@ -220,6 +388,42 @@ class MeshSimulator:
             for state in states:
                 state.profiles[workload] = profile
 
+    def set_outcomes(
+        self,
+        namespace: str,
+        workload: str,
+        outcomes: traffic.Outcomes | None,
+        *,
+        segment: str | None = None,
+    ) -> None:
+        """Change a variant's business outcomes from the next tick on, in every app with users using it.
+
+        With ``segment`` (``"region=us"``) only for users in that segment: an override
+        as in ``Users.segment_outcomes``.  None removes the outcomes (the override;
+        without a segment, the variant's own, so that it never converts).
+        """
+        with self._lock:
+            populations = [
+                s.population
+                for s in self._apps.values()
+                if s.population is not None and s.app.namespace == namespace and workload in s.profiles
+            ]
+            if not populations:
+                raise KeyError(f"no app with users in namespace {namespace!r} has workload {workload!r}")
+            for population in populations:
+                if segment is not None:
+                    population.spec.parse_segment(segment)
+            for population in populations:
+                if segment is None:
+                    table: dict[str, traffic.Outcomes] = population.outcomes
+                    key = workload
+                else:
+                    table, key = population.segment_outcomes.setdefault(workload, {}), segment
+                if outcomes is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = outcomes
+
     # ------------------------------------------------------------- assertions
 
     def observed(self, namespace: str, workload: str) -> Observed:
@@ -239,7 +443,40 @@ class MeshSimulator:
             return AppStatus(weights, state.fetch_failures, state.unrouted)
 
     def last_weights(self, namespace: str, name: str) -> Mapping[str, int] | None:
+        """The weights of the route that the app's requests took on the last tick.
+
+        For an app with users: the route of a request with the app's headers only
+        (no user headers, no cookie); each user's own requests may take other routes.
+        """
         return self.status(namespace, name).last_weights
+
+    def assignments(self, namespace: str, name: str) -> Mapping[str, Mapping[str, int]]:
+        """User id -> workload -> requests of that user it served, for the users who were served."""
+        with self._lock:
+            population = self._population(namespace, name)
+            return {
+                user.id: dict(served)
+                for user, served in zip(population.users, population.served, strict=True)
+                if served
+            }
+
+    def cookies(self, namespace: str, name: str) -> Mapping[str, Mapping[str, str]]:
+        """User id -> the cookies in the user's jar now (name -> value), for users holding any."""
+        with self._lock:
+            population = self._population(namespace, name)
+            pairs = zip(population.users, population.jars, strict=True)
+            return {user.id: cookies for user, jar in pairs if (cookies := jar.cookies(self._clock))}
+
+    def users(self, namespace: str, name: str) -> tuple[User, ...]:
+        """The app's users (as ``Users.population()`` drew them)."""
+        with self._lock:
+            return self._population(namespace, name).users
+
+    def _population(self, namespace: str, name: str) -> _Population:
+        population = self._apps[namespace, name].population
+        if population is None:
+            raise ValueError(f"app {namespace}/{name} has no users")
+        return population
 
     # ------------------------------------------------------------------ ticks
 
@@ -253,7 +490,11 @@ class MeshSimulator:
                 vs = (state.app.namespace, state.app.virtual_service)
                 if vs not in specs:
                     specs[vs] = self._fetch_spec(*vs)
-                self._step_app(state, specs[vs], seconds)
+                if state.population is None:
+                    self._step_app(state, specs[vs], seconds)
+                else:
+                    self._step_users(state, state.population, specs[vs], seconds)
+            self._clock += seconds
 
     def _fetch_spec(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
@@ -267,11 +508,7 @@ class MeshSimulator:
     def _step_app(self, state: _AppState, spec: Mapping[str, Any] | None, seconds: float) -> None:
         n = int(self._rng.poisson(state.app.rps * seconds))
         with self._lock:  # routing reads the state that set_profile writes
-            if spec is None:
-                state.fetch_failures += 1
-                spec = state.last_spec
-            else:
-                state.last_spec = spec
+            spec = self._current_spec(state, spec)
             weights = self._route(state, spec)
             if not weights or sum(weights.values()) <= 0:
                 state.unrouted += n
@@ -279,6 +516,82 @@ class MeshSimulator:
         for target, count in traffic.split_requests(self._rng, n, weights).items():
             if count:
                 self._record(target, traffic.simulate_batch(self._rng, count, target.profile))
+
+    @staticmethod
+    def _current_spec(state: _AppState, fetched: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """The spec to route by: the one just read, else the last one known (a failed read)."""
+        if fetched is None:
+            state.fetch_failures += 1
+            return state.last_spec
+        state.last_spec = fetched
+        return fetched
+
+    def _step_users(
+        self, state: _AppState, population: _Population, spec: Mapping[str, Any] | None, seconds: float
+    ) -> None:
+        """Route each request of the tick on its own: from a random user, with their headers and cookies."""
+        n = int(self._rng.poisson(state.app.rps * seconds))
+        start = self._clock
+        groups: dict[tuple[_Target, tuple[str, ...]], int] = {}
+        assigned: dict[tuple[_Target, tuple[str, ...]], int] = {}
+        with self._lock:
+            spec = self._current_spec(state, spec)
+            self._route(state, spec)  # notes last_weights
+            targets: dict[tuple[str, str | None], _Target] = {}
+            for i, index in enumerate(self._rng.integers(len(population.users), size=n).tolist()):
+                now = start + seconds * i / n  # spread over the tick: cookies may expire within it
+                new = False
+                if spec is None:
+                    target = state.fallback()
+                else:
+                    headers = population.request_headers(index, now)
+                    routed = traffic.route_request(self._rng, spec, headers, state.app.uri)
+                    if routed is None:
+                        state.unrouted += 1
+                        continue
+                    jar = population.jars[index]
+                    before = jar.cookies(now)
+                    jar.receive(routed.response_headers, now)
+                    after = jar.cookies(now)
+                    new = any(before.get(name) != value for name, value in after.items())
+                    found = targets.get(routed.destination)
+                    if found is None:
+                        found = targets[routed.destination] = state.target(routed.host, routed.subset)
+                    target = found
+                served = population.served[index]
+                served[target.workload] = served.get(target.workload, 0) + 1
+                group = (target, population.segment_values[index])
+                groups[group] = groups.get(group, 0) + 1
+                if new:
+                    assigned[group] = assigned.get(group, 0) + 1
+            plan = [
+                (
+                    target,
+                    values,
+                    count,
+                    assigned.get((target, values), 0),
+                    population.outcomes_for(target.workload, values),
+                )
+                for (target, values), count in groups.items()
+            ]
+        for target, values, count, new_users, outcomes in plan:
+            batch = traffic.simulate_batch(self._rng, count, target.profile)
+            self._record(target, batch)
+            if target.workload == UNKNOWN_WORKLOAD:  # no model server answered: it counted nothing
+                continue
+            result = traffic.simulate_outcomes(self._rng, batch.requests - batch.errors, outcomes)
+            labels = (
+                ("destination_workload", target.workload),
+                ("destination_workload_namespace", state.app.namespace),
+                *zip(population.labels, values, strict=True),
+            )
+            with self._lock:
+                sums = self._business.setdefault(labels, [0, 0, 0.0, 0.0, 0])
+                sums[0] += batch.requests
+                sums[1] += result.conversions
+                sums[2] += result.revenue
+                sums[3] += result.revenue_squared
+                sums[4] += new_users
 
     def _route(self, state: _AppState, spec: Mapping[str, Any] | None) -> dict[_Target, int]:
         """The app's destinations and their weights under ``spec``; notes the weights seen."""
@@ -331,7 +644,13 @@ class MeshSimulator:
                     ("+Inf", cumulative[-1]),
                 ]
                 durations.add_metric(values, [(le, float(c)) for le, c in buckets], total_ms)
-        return [requests, durations]
+            if not self._business:
+                return [requests, durations]
+            business = [CounterMetricFamily(name, documentation) for name, documentation in BUSINESS_METRICS]
+            for labels, sums in self._business.items():  # label names vary with the apps' segments
+                for family, (name, _), value in zip(business, BUSINESS_METRICS, sums, strict=True):
+                    family.add_sample(name, dict(labels), value)
+        return [requests, durations, *business]
 
     # ------------------------------------------------------------- lifecycle
 

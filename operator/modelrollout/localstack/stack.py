@@ -161,6 +161,49 @@ class LocalStack:
             timeout=timeout,
         )
 
+    def add_ab_app(
+        self,
+        namespace: str,
+        baseline_profile: traffic.VariantProfile,
+        candidate_profile: traffic.VariantProfile,
+        users: mesh.Users,
+        rps: float,
+        route_name: str = "main",
+        *,
+        create_routing: bool = True,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """Serve service ``churn`` (churn-v1 on subset v1, churn-v2 on v2) to a population of users.
+
+        Each request comes from one of ``users`` and is routed on its own (cookies and
+        cohort headers work as in Istio); the business counters of ``users.outcomes``
+        are exported per variant and segment.  With ``create_routing`` the app's
+        VirtualService (``ab_virtual_service(route_name)``: an A/B test needs a named
+        http route) and DestinationRule are created first; existing ones make it fail.
+        Returns once Prometheus has the baseline's business series.
+        """
+        if create_routing:
+            self.apply(ab_virtual_service(route_name), namespace)
+            self.apply(destination_rule(), namespace)
+        self.mesh.add_app(
+            mesh.MeshApp(
+                namespace=namespace,
+                virtual_service="churn",
+                host="churn",
+                rps=rps,
+                variants={"v1": ("churn-v1", baseline_profile), "v2": ("churn-v2", candidate_profile)},
+                headers=dict(headers or {}),
+                users=users,
+            )
+        )
+        self.prometheus.wait_for(
+            f'sum(rate(model_requests_total{{destination_workload="churn-v1",'
+            f'destination_workload_namespace="{namespace}"}}[5s]))',
+            lambda r: r.ok and (r.value or 0) > 0,
+            timeout=timeout,
+        )
+
     def apply(self, obj: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
         """Create a custom object (Istio or ModelExperiment) from a manifest dict."""
         group, version = obj["apiVersion"].split("/")
@@ -214,6 +257,41 @@ class LocalStack:
                 last = status
                 yield status
             time.sleep(poll)
+
+
+def ab_virtual_service(route_name: str = "main") -> dict[str, Any]:
+    """VirtualService ``churn`` before an A/B test: one named http route, everything on subset v1.
+
+    The operator adds the candidate to ``route_name`` and puts its sticky routes
+    before it.  Like ``examples/00-mesh/virtualservice.yaml`` without its health route.
+    """
+    return {
+        "apiVersion": f"{ISTIO_GROUP}/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "churn"},
+        "spec": {
+            "hosts": ["churn"],
+            "http": [
+                {
+                    "name": route_name,
+                    "route": [{"destination": {"host": "churn", "subset": "v1"}, "weight": 100}],
+                }
+            ],
+        },
+    }
+
+
+def destination_rule() -> dict[str, Any]:
+    """DestinationRule ``churn``: subsets v1 and v2 by the pods' version label (examples/00-mesh)."""
+    return {
+        "apiVersion": f"{ISTIO_GROUP}/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "churn"},
+        "spec": {
+            "host": "churn",
+            "subsets": [{"name": v, "labels": {"version": v}} for v in ("v1", "v2")],
+        },
+    }
 
 
 def _plural(kind: str) -> str:

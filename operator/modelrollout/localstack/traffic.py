@@ -9,6 +9,11 @@ It is pure and seeded (no I/O, no clock; the caller owns the numpy ``Generator``
 so that the wall-clock mesh simulator and a virtual-time simulator running
 thousands of experiments share one traffic model.  Batches are vectorised, and
 above ``EXACT_SAMPLE_LIMIT`` requests their cost no longer grows with their size.
+
+For sticky A/B tests it also routes single requests (``route_request``: the
+destination and the response headers Istio adds, such as ``set-cookie``), keeps
+a client's cookies (``CookieJar``, on a clock the caller passes in) and draws
+business outcomes (``simulate_outcomes``: conversions and revenue).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import dataclasses
 import functools
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -209,3 +214,200 @@ def destination_weights(route: Mapping[str, Any]) -> dict[tuple[str, str | None]
         key = (entry["destination"]["host"], entry["destination"].get("subset"))
         weights[key] = weights.get(key, 0) + int(entry.get("weight", 0))
     return weights
+
+
+# --------------------------------------------------------------------------- one request
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutedRequest:
+    """Where Istio sends one request, and the headers it adds to the response.
+
+    ``response_headers`` are (lower-case name, value) pairs in the order Envoy
+    would write them; a name may repeat (two ``set-cookie`` headers).
+    """
+
+    route: Mapping[str, Any]  # the http route taken
+    host: str
+    subset: str | None
+    response_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def destination(self) -> tuple[str, str | None]:
+        return self.host, self.subset
+
+
+def route_request(
+    rng: np.random.Generator, vs_spec: Mapping[str, Any], request_headers: Mapping[str, str], uri: str = "/"
+) -> RoutedRequest | None:
+    """Route one request as Istio would: the first matching route, then a destination by weight.
+
+    None when no route matches or the route sends nowhere (no destinations, as a
+    redirect or directResponse, or weights that are all zero): Istio answers itself.
+    The response headers are the chosen destination's ``headers.response`` and then
+    the route's, in that order (Envoy's default: the less specific level is applied
+    last, so a route-level ``set`` wins over a destination-level one).  Request
+    header operations, ``mirror``, ``fault``, ``retries`` and Envoy's ``%...%``
+    formatters in values are not modelled (values are taken literally).
+    """
+    route = route_for_request(vs_spec, request_headers, uri)
+    if route is None:
+        return None
+    entry = pick_destination(rng, route)
+    if entry is None:
+        return None
+    destination = entry["destination"]
+    return RoutedRequest(
+        route=route,
+        host=str(destination["host"]),
+        subset=destination.get("subset"),
+        response_headers=response_headers(entry, route),
+    )
+
+
+def pick_destination(rng: np.random.Generator, route: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """One HTTPRouteDestination of ``route``, drawn by weight as in ``destination_weights``.
+
+    The entry itself (not its host and subset) is returned, as entries for the same
+    destination may add different headers.  None when the route sends nowhere.
+    """
+    entries: Sequence[Mapping[str, Any]] = route.get("route") or ()
+    if len(entries) <= 1:
+        return entries[0] if entries else None  # a lone destination takes everything, whatever its weight
+    weights = [max(0, int(entry.get("weight", 0))) for entry in entries]
+    total = sum(weights)
+    if total <= 0:
+        return None
+    draw = float(rng.random()) * total
+    cumulative, chosen = 0, 0
+    for index, weight in enumerate(weights):
+        cumulative += weight
+        if weight > 0:
+            chosen = index  # the last one with weight takes a draw that rounding put at the total
+            if draw < cumulative:
+                break
+    return entries[chosen]
+
+
+def response_headers(*levels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The response headers that the ``headers.response`` operations of ``levels`` add, in turn.
+
+    Each level (an HTTPRouteDestination, an HTTPRoute) removes, then sets (replacing
+    every earlier value of the name), then adds (appending) -- the order in which
+    Istio hands them to Envoy.  The model server itself sends no headers here.
+    """
+    result: list[tuple[str, str]] = []
+    for level in levels:
+        operations: Mapping[str, Any] = (level.get("headers") or {}).get("response") or {}
+        removed = {str(name).lower() for name in operations.get("remove") or ()}
+        result = [(name, value) for name, value in result if name not in removed]
+        for name, value in (operations.get("set") or {}).items():
+            lower = str(name).lower()
+            result = [(n, v) for n, v in result if n != lower]
+            result.append((lower, str(value)))
+        added: Mapping[str, Any] = operations.get("add") or {}
+        result.extend((str(name).lower(), str(value)) for name, value in added.items())
+    return tuple(result)
+
+
+class CookieJar:
+    """One client's cookies, kept as a browser keeps them for one host and path ``/``.
+
+    Modelled (RFC 6265 section 5.2, 5.3): ``set-cookie: name=value; Max-Age=N; ...``
+    stores or replaces cookie ``name``; ``Max-Age`` counts seconds on the caller's
+    clock (``now``), and 0 or a negative value deletes the cookie; without
+    ``Max-Age`` the cookie lives as long as the jar (a session cookie).  The
+    ``cookie`` request header lists the live cookies in the order they were first
+    set, as ``a=1; name=value``.  Not modelled: ``Expires`` (it needs a calendar),
+    ``Domain``, ``Path``, ``Secure``, ``HttpOnly`` and ``SameSite`` (every request
+    goes to one host and path over one scheme), quoted values (kept verbatim),
+    size and count limits, and eviction.
+    """
+
+    def __init__(self) -> None:
+        self._cookies: dict[str, tuple[str, float]] = {}  # name -> (value, expiry; inf: session cookie)
+
+    def receive(self, headers: Iterable[tuple[str, str]], now: float) -> None:
+        """Take the ``set-cookie`` headers among a response's (name, value) headers."""
+        for name, value in headers:
+            if name.lower() == "set-cookie":
+                self.set_cookie(value, now)
+
+    def set_cookie(self, header: str, now: float) -> None:
+        """Store one ``set-cookie`` header's value; a malformed one is ignored, as browsers do."""
+        pair, *attributes = header.split(";")
+        if "=" not in pair:
+            return
+        name, value = (part.strip() for part in pair.split("=", 1))
+        if not name:
+            return
+        expiry = math.inf
+        for attribute in attributes:
+            key, _, argument = attribute.partition("=")
+            argument = argument.strip()
+            if key.strip().lower() == "max-age" and re.fullmatch(r"-?[0-9]+", argument):
+                expiry = now + int(argument) if int(argument) > 0 else -math.inf  # the last one wins
+        if expiry <= now:
+            self._cookies.pop(name, None)
+        else:  # a replaced cookie keeps its place in the dict: its creation time (RFC 6265 5.3)
+            self._cookies[name] = (value, expiry)
+
+    def cookies(self, now: float) -> dict[str, str]:
+        """The live cookies at ``now``, name -> value; expired ones are dropped."""
+        expired = [name for name, (_, expiry) in self._cookies.items() if expiry <= now]
+        for name in expired:
+            del self._cookies[name]
+        return {name: value for name, (value, _) in self._cookies.items()}
+
+    def header(self, now: float) -> str | None:
+        """The ``cookie`` request header at ``now``, or None when the jar is empty."""
+        cookies = self.cookies(now)
+        return "; ".join(f"{name}={value}" for name, value in cookies.items()) if cookies else None
+
+
+# --------------------------------------------------------------------------- business outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcomes:
+    """What a successful request is worth: whether the user converts, and the revenue if so.
+
+    Revenue is lognormal with mean ``revenue_mean`` (not the median) and log-sd
+    ``revenue_sigma``; a ``revenue_mean`` of 0 means conversions bring no revenue.
+    """
+
+    conversion: float  # probability that a successful request converts (0..1)
+    revenue_mean: float = 0.0
+    revenue_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conversion <= 1.0:
+            raise ValueError(f"conversion must be within 0..1, got {self.conversion}")
+        if not (self.revenue_mean >= 0 and math.isfinite(self.revenue_mean)):
+            raise ValueError(f"revenue_mean must be finite and not negative, got {self.revenue_mean}")
+        if not (self.revenue_sigma >= 0 and math.isfinite(self.revenue_sigma)):
+            raise ValueError(f"revenue_sigma must be finite and not negative, got {self.revenue_sigma}")
+
+
+NO_OUTCOMES = Outcomes(conversion=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutcomeBatch:
+    """The business outcome of some successful requests."""
+
+    conversions: int
+    revenue: float  # sum over the conversions
+    revenue_squared: float  # sum of the squares, for the variance of a mean metric
+
+
+def simulate_outcomes(rng: np.random.Generator, successes: int, outcomes: Outcomes) -> OutcomeBatch:
+    """Draw conversions among ``successes`` successful requests, and each conversion's revenue."""
+    if successes < 0:
+        raise ValueError(f"cannot simulate {successes} requests")
+    conversions = int(rng.binomial(successes, outcomes.conversion))
+    if conversions == 0 or outcomes.revenue_mean == 0:
+        return OutcomeBatch(conversions, 0.0, 0.0)
+    sigma = outcomes.revenue_sigma
+    revenue = rng.lognormal(math.log(outcomes.revenue_mean) - sigma**2 / 2, sigma, conversions)
+    return OutcomeBatch(conversions, float(revenue.sum()), float(np.square(revenue).sum()))

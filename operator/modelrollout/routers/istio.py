@@ -3,15 +3,17 @@
 Flagger's shape: ``reconcile`` owns the structure, ``set_routes`` the weights,
 and every call reads the object back first, so the weights are never trusted
 from memory.  The VirtualService belongs to the user, so a write is a JSON
-patch of only what changed (the managed routes' ``route`` lists and our
-annotation), guarded by ``test`` ops on the resourceVersion and on the route
-names; when someone else wrote in between, the router reads again and
-retries.  A call that changes nothing writes nothing.
+patch of only what changed (the managed routes' ``route`` lists, the http
+routes an A/B test inserts, rebuilds or removes, and our annotation), guarded
+by ``test`` ops on the resourceVersion and on the route names; when someone
+else wrote in between, the router reads again and retries.  A call that
+changes nothing writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -116,20 +118,12 @@ def json_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str,
     """The RFC 6902 patch from ``old`` to ``new``, which differ only where ``istio_routes`` edits.
 
     Empty when nothing changed.  Otherwise guarded: the resourceVersion must
-    still be the one read, and every rewritten route must still carry its name
-    at its index (a reordering would otherwise send a route to the wrong place).
+    still be the one read, and every rewritten or removed route must still
+    carry its name at its index (a reordering would otherwise send a route to
+    the wrong place); an unnamed route is removed only if it is still equal to
+    the one read.
     """
-    guards: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    old_http = (old.get("spec") or {}).get("http") or []
-    new_http = (new.get("spec") or {}).get("http") or []
-    for i, (before, after) in enumerate(zip(old_http, new_http, strict=True)):
-        if before.get("route") == after.get("route"):
-            continue
-        if isinstance(before.get("name"), str):
-            guards.append({"op": "test", "path": f"/spec/http/{i}/name", "value": before["name"]})
-        op = "replace" if "route" in before else "add"
-        changes.append({"op": op, "path": f"/spec/http/{i}/route", "value": after["route"]})
+    guards, changes = _http_ops(old, new)
     changes += _annotation_ops(old, new)
     if not changes:
         return []
@@ -137,6 +131,83 @@ def json_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str,
     if version is not None:
         guards.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
     return guards + changes
+
+
+def _http_ops(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The guards (on ``old``'s indices) and the changes that turn ``old``'s http routes into ``new``'s.
+
+    The two lists are aligned by route identity (the name; for an unnamed
+    route everything but its ``route`` list), so the routes an A/B test
+    inserts or removes become single ``add``/``remove`` ops and every other
+    route keeps its op on its own index.  A route present in both is patched
+    at its ``route`` list when only that changed, and replaced whole otherwise
+    (an inserted route someone edited).  The changes run front to back, each
+    on the index the route has by then: the routes before it are already
+    ``new``'s, the routes after it still ``old``'s.
+    """
+    old_spec = old.get("spec") or {}
+    new_spec = new.get("spec") or {}
+    old_http: list[Any] = old_spec.get("http") or []
+    new_http: list[Any] = new_spec.get("http") or []
+    if old_http == new_http:
+        return [], []
+    if not old_http or not new_http:  # never from istio_routes; a whole list is still a correct patch
+        if "http" not in new_spec:
+            return [], [{"op": "remove", "path": "/spec/http"}]
+        op = "replace" if "http" in old_spec else "add"
+        return [], [{"op": op, "path": "/spec/http", "value": new_spec["http"]}]
+    guards: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    matcher = difflib.SequenceMatcher(
+        None,
+        [_identity(route) for route in old_http],
+        [_identity(route) for route in new_http],
+        autojunk=False,
+    )
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
+                before, after = old_http[i], new_http[j]
+                if before == after:
+                    continue
+                guards += _name_test(before, i)
+                if _without_route(before) != _without_route(after):
+                    changes.append({"op": "replace", "path": f"/spec/http/{j}", "value": after})
+                elif "route" in after:
+                    op = "replace" if "route" in before else "add"
+                    changes.append({"op": op, "path": f"/spec/http/{j}/route", "value": after["route"]})
+                else:
+                    changes.append({"op": "remove", "path": f"/spec/http/{j}/route"})
+            continue
+        for i in range(i1, i2):  # "delete" or "replace": out with the old routes, in with the new
+            before = old_http[i]
+            guards += _name_test(before, i) or [{"op": "test", "path": f"/spec/http/{i}", "value": before}]
+            changes.append({"op": "remove", "path": f"/spec/http/{j1}"})
+        if j2 > j1 and i2 < len(old_http):  # new routes go right before this one: it must still be there
+            guards += _name_test(old_http[i2], i2)
+        changes += [{"op": "add", "path": f"/spec/http/{j}", "value": new_http[j]} for j in range(j1, j2)]
+    unique = [guard for n, guard in enumerate(guards) if guard not in guards[:n]]
+    return unique, changes
+
+
+def _identity(route: Mapping[str, Any]) -> str:
+    name = route.get("name")
+    if isinstance(name, str) and name:
+        return "name:" + name
+    return "unnamed:" + json.dumps(_without_route(route), sort_keys=True)
+
+
+def _without_route(route: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: value for field, value in route.items() if field != "route"}
+
+
+def _name_test(route: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+    name = route.get("name")
+    return (
+        [{"op": "test", "path": f"/spec/http/{index}/name", "value": name}] if isinstance(name, str) else []
+    )
 
 
 def _annotation_ops(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -12,13 +12,23 @@ The user owns the VirtualService (Argo Rollouts' rule): only the ``route``
 lists of the managed http routes and one annotation ever change; matches,
 retries, mirrors, other routes and destinations the experiment does not own
 stay exactly as they were.  No function mutates its input.
+
+The one exception to that rule is an A/B test with cookie affinity
+(``RouteTarget.sticky``): while it runs, it *inserts* three http routes of its
+own, named ``mexp-<experiment>-<route>-...``, directly before each managed
+route, and removes them again when the split stops running or the experiment
+ends (see ``with_sticky_split``).  The name prefix ``mexp-`` is reserved for
+such inserted routes: they are never managed routes themselves, and unnamed
+routes are keyed by their position among the routes nobody inserted, so an
+insertion never shifts another experiment's ``#<index>`` keys.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from modelrollout import ports
@@ -30,6 +40,13 @@ Object = dict[str, Any]
 # experiment -> route key -> the route's original ``route`` list
 SavedRoutes = dict[str, dict[str, list[Any]]]
 
+# Names of the http routes experiments insert start with this (``mexp-<experiment>-``).
+INSERTED_PREFIX = "mexp-"
+# An RFC 6265 cookie name (a token).
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# HTTPMatchRequest fields that are maps of conditions: merging unions their keys.
+_MAP_MATCH_FIELDS = frozenset({"headers", "withoutHeaders", "queryParams", "sourceLabels"})
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -38,6 +55,51 @@ def route_key(route: Mapping[str, Any], index: int) -> str:
     """The route's name, or ``#<index>`` for an unnamed one."""
     name = route.get("name")
     return name if isinstance(name, str) and name else f"#{index}"
+
+
+def route_keys(http: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The key of every http route: its name, or ``#<n>`` for the n-th route nobody inserted.
+
+    Without inserted routes ``n`` is the route's index, as ``route_key`` gives it.
+    """
+    keys = []
+    position = 0
+    for route in http:
+        keys.append(route_key(route, position))
+        if not is_inserted(route):
+            position += 1
+    return keys
+
+
+def is_inserted(route: Mapping[str, Any]) -> bool:
+    """Whether an experiment inserted the route (its name starts with ``mexp-``)."""
+    name = route.get("name")
+    return isinstance(name, str) and name.startswith(INSERTED_PREFIX)
+
+
+def inserted_prefix(experiment: str) -> str:
+    return f"{INSERTED_PREFIX}{experiment}-"
+
+
+def inserted_by(route: Mapping[str, Any], experiment: str, experiments: Collection[str] = ()) -> bool:
+    """Whether ``experiment`` inserted the route: its name starts with ``mexp-<experiment>-``.
+
+    ``experiments`` are the others known on the object (those with saved
+    routes): of two experiments ``churn`` and ``churn-v2``, the route
+    ``mexp-churn-v2-web-assign`` belongs to the longer name.
+    """
+    name = route.get("name")
+    if not isinstance(name, str) or not name.startswith(inserted_prefix(experiment)):
+        return False
+    return not any(
+        len(other) > len(experiment) and name.startswith(inserted_prefix(other)) for other in experiments
+    )
+
+
+def sticky_route_names(experiment: str, key: str, target: ports.RouteTarget) -> tuple[str, ...]:
+    """The names of the routes an A/B test inserts before the route ``key``: one per variant, then assign."""
+    prefix = f"{inserted_prefix(experiment)}{key}-"
+    return (*(prefix + v.workload for v in target.variants), prefix + "assign")
 
 
 def describe(variant: ports.Destination) -> str:
@@ -92,8 +154,10 @@ def managed_route_indices(vs: Mapping[str, Any], target: ports.RouteTarget) -> l
     """Indices of the http routes the experiment manages, in the object's order."""
     _check_target(target)
     http = _http(vs)
-    where = f"VirtualService {target.namespace}/{target.name}"
-    holds_baseline = [target.baseline.workload in owned_entries(route, target) for route in http]
+    where = _where(target)
+    holds_baseline = [
+        not is_inserted(route) and target.baseline.workload in owned_entries(route, target) for route in http
+    ]
     if target.routes is None:
         indices = [i for i, holds in enumerate(holds_baseline) if holds]
         if not indices:
@@ -101,8 +165,8 @@ def managed_route_indices(vs: Mapping[str, Any], target: ports.RouteTarget) -> l
             raise ports.RouteNotFound(
                 f"no http route of {where} routes to the baseline {describe(target.baseline)}{only_other}"
             )
-        return indices
-    names = [route.get("name") for route in http]
+        return _named_if_sticky(http, indices, target)
+    names = [None if is_inserted(route) else route.get("name") for route in http]
     missing = [name for name in target.routes if name not in names]
     if missing:
         raise ports.RouteNotFound(f"{where} has no http route named {', '.join(sorted(set(missing)))}")
@@ -110,12 +174,28 @@ def managed_route_indices(vs: Mapping[str, Any], target: ports.RouteTarget) -> l
     for name in target.routes:
         if names.count(name) > 1:
             raise ports.RouterError(f"{where} has more than one http route named {name}")
-    without = [route_key(http[i], i) for i in indices if not holds_baseline[i]]
+    keys = route_keys(http)
+    without = [keys[i] for i in indices if not holds_baseline[i]]
     if without:
         raise ports.RouteNotFound(
             f"http route {', '.join(without)} of {where} does not route to the baseline "
             f"{describe(target.baseline)}"
         )
+    return _named_if_sticky(http, indices, target)
+
+
+def _named_if_sticky(
+    http: Sequence[Mapping[str, Any]], indices: list[int], target: ports.RouteTarget
+) -> list[int]:
+    """The sticky routes are named after the managed route they serve: an A/B test needs names."""
+    if target.sticky is not None:
+        keys = route_keys(http)
+        unnamed = [keys[i] for i in indices if not http[i].get("name")]
+        if unnamed:
+            raise ports.RouterError(
+                f"http route {', '.join(unnamed)} of {_where(target)} has no name: "
+                "A/B tests need named http routes (their sticky routes are named after them)"
+            )
     return indices
 
 
@@ -130,18 +210,27 @@ def read_weights(vs: Mapping[str, Any], target: ports.RouteTarget) -> ports.Traf
     The pool is the sum of the weights of the destinations the experiment owns;
     a variant without a destination holds 0.  A route whose pool is empty
     reports 0 for every variant: the experiment gets no traffic there.
+
+    For an A/B test whose split runs, the managed route only serves the
+    requests outside the cohort; the split is the one its ``assign`` route
+    gives to the requests without a cookie, so that is the route read.
     """
     http = _http(vs)
+    keys = route_keys(http)
+    by_name = {route.get("name"): route for route in http if is_inserted(route)}
     routes = []
     for i in managed_route_indices(vs, target):
-        entries = http[i]["route"]
-        owned = owned_entries(http[i], target)
+        route = http[i]
+        if target.sticky is not None:
+            route = by_name.get(sticky_route_names(target.experiment, keys[i], target)[-1], route)
+        entries = route.get("route") or []
+        owned = owned_entries(route, target)
         weights = effective_weights(entries)
         shares = [weights[owned[v.workload]] if v.workload in owned else 0 for v in target.variants]
         percents = apportion(100, shares)
         routes.append(
             ports.RouteWeights(
-                route=route_key(http[i], i),
+                route=keys[i],
                 weights={v.workload: p for v, p in zip(target.variants, percents, strict=True)},
             )
         )
@@ -210,11 +299,12 @@ def ensure_structure(vs: Mapping[str, Any], target: ports.RouteTarget) -> Object
     indices = managed_route_indices(vs, target)
     new: Object = copy.deepcopy(dict(vs))
     http = new["spec"]["http"]
+    keys = route_keys(http)
     saved = saved_routes(new)
     mine = saved.setdefault(target.experiment, {})
     for i in indices:
         entries = http[i]["route"]
-        mine.setdefault(route_key(http[i], i), copy.deepcopy(entries))
+        mine.setdefault(keys[i], copy.deepcopy(entries))
         owned = owned_entries(http[i], target)
         baseline = entries[owned[target.baseline.workload]]
         missing = [v for v in target.variants[1:] if v.workload not in owned]
@@ -255,48 +345,252 @@ def with_weights(vs: Mapping[str, Any], target: ports.RouteTarget, weights: Mapp
     (100 minus their weights), which is the owned destinations' sum whenever the
     route sums to 100.  A weight is written only where it changes, so an
     implicit weight that is already right stays implicit.
+
+    An A/B test with cookie affinity (``target.sticky``) is written by
+    ``with_sticky_split`` instead.
     """
+    if target.sticky is not None:
+        return with_sticky_split(vs, target, weights)
     validate_weights(target, weights)
     indices = managed_route_indices(vs, target)
     new: Object = copy.deepcopy(dict(vs))
     http = new["spec"]["http"]
+    keys = route_keys(http)
     percents = [weights.get(v.workload, 0) for v in target.variants]
     for i in indices:
-        entries = http[i]["route"]
-        owned = owned_entries(http[i], target)
-        for variant, percent in zip(target.variants, percents, strict=True):
-            if percent and variant.workload not in owned:
-                raise ports.RouterError(
-                    f"http route {route_key(http[i], i)} of VirtualService {target.namespace}/{target.name} "
-                    f"has no destination for {describe(variant)}"
-                )
-        current = effective_weights(entries)
-        others = sum(w for j, w in enumerate(current) if j not in owned.values())
-        shares = apportion(max(0, 100 - others), percents)
-        for variant, share in zip(target.variants, shares, strict=True):
-            j = owned.get(variant.workload)
-            if j is not None and current[j] != share:
-                entries[j]["weight"] = share
+        _apply_split(http[i], target, percents, f"http route {keys[i]} of {_where(target)}")
     return new
 
 
+def _apply_split(route: Object, target: ports.RouteTarget, percents: Sequence[int], where: str) -> None:
+    """Give the owned destinations of ``route`` (edited in place) their share of the pool."""
+    entries = route["route"]
+    owned = owned_entries(route, target)
+    for variant, percent in zip(target.variants, percents, strict=True):
+        if percent and variant.workload not in owned:
+            raise ports.RouterError(f"{where} has no destination for {describe(variant)}")
+    current = effective_weights(entries)
+    others = sum(w for j, w in enumerate(current) if j not in owned.values())
+    shares = apportion(max(0, 100 - others), percents)
+    for variant, share in zip(target.variants, shares, strict=True):
+        j = owned.get(variant.workload)
+        if j is not None and current[j] != share:
+            entries[j]["weight"] = share
+
+
 def restore_original(vs: Mapping[str, Any], experiment: str) -> Object:
-    """Put back the routes ``experiment`` saved and forget them.
+    """Put back the routes ``experiment`` saved, remove the routes it inserted, and forget them.
 
     Routes are found by key again; a route that no longer exists is skipped.
-    Other experiments' saved routes stay in the annotation.
+    Other experiments' saved and inserted routes stay.
     """
-    new: Object = copy.deepcopy(dict(vs))
+    new = without_inserted_routes(vs, experiment)
     saved = saved_routes(new)
     mine = saved.pop(experiment, None)
     if mine is None:
         return new
     http = _http(new)
-    keys = {route_key(route, i): i for i, route in enumerate(http)}
+    keys = {key: i for i, key in enumerate(route_keys(http))}
     for key, original in mine.items():
         if key in keys:
             http[keys[key]]["route"] = copy.deepcopy(original)
     _store_saved(new, saved)
+    return new
+
+
+def without_inserted_routes(vs: Mapping[str, Any], experiment: str) -> Object:
+    """A copy of ``vs`` without the http routes ``experiment`` inserted (``mexp-<experiment>-...``)."""
+    new: Object = copy.deepcopy(dict(vs))
+    http = _http(new)
+    others = set(saved_routes(new))
+    kept = [route for route in http if not inserted_by(route, experiment, others)]
+    if len(kept) != len(http):
+        new["spec"]["http"] = kept
+    return new
+
+
+# --------------------------------------------------------------------------- sticky A/B routing
+
+
+def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights: Mapping[str, int]) -> Object:
+    """Write an A/B test's split with cookie affinity (Flagger's session affinity, plus cohorts).
+
+    Istio tries the http routes in order and the first that matches wins; the
+    HTTPMatchRequests in one ``match`` list are ORed, the fields within one are
+    ANDed, and a route without ``match`` takes everything.  So while the split
+    runs (the candidate gets strictly between 0 and 100), three routes go
+    directly before each managed route ``R``, copying all of R's fields but
+    ``name``, ``match`` and ``route``:
+
+    1. ``mexp-<experiment>-<R>-<baseline>``: R's matches, ANDed with each
+       cohort match, ANDed with ``cookie`` matching ``<cookie>=<baseline>``;
+       routes all of it to the baseline's destination.  Envoy matches header
+       regexes with RE2 against the *whole* value, hence the anchored
+       ``^(.*?;\\s*)?<cookie>=<workload>(;.*)?$`` (the cookie anywhere in the list).
+    2. ``mexp-<experiment>-<R>-<candidate>``: the same for the candidate.
+    3. ``mexp-<experiment>-<R>-assign``: R's matches ANDed with the cohort (no
+       ``match`` at all when neither has one): the users without a cookie.
+       Their first request is split by weight exactly as ``with_weights``
+       would split R (destinations the experiment does not own keep their
+       weights), and the baseline's and candidate's destinations carry
+       ``headers.response.add`` of a ``Set-Cookie`` naming their workload:
+       Istio adds a destination's response headers only when that destination
+       served the request, so the cookie records where the user landed.
+
+    R itself serves the requests outside the cohort: they stay on the
+    baseline (R's owned weights are held at baseline 100, which leaves R as
+    ``ensure_structure`` made it unless something else had sent traffic to
+    the candidate).  When the split does not run (0 or 100 for the candidate:
+    before the start, a rollback, a promotion) the inserted routes are removed
+    and the weights are written to R as ``with_weights`` does.
+
+    The inserted routes are rebuilt from R on every call, so an edited or
+    deleted one comes back, and the same split twice gives the same object.
+    Routes other experiments inserted are left alone.
+    """
+    sticky = target.sticky
+    if sticky is None:
+        raise ValueError("with_sticky_split needs a target with sticky routing")
+    validate_weights(target, weights)
+    new = without_inserted_routes(vs, target.experiment)
+    indices = managed_route_indices(new, target)
+    http: list[Object] = new["spec"]["http"]
+    keys = route_keys(http)
+    percents = [weights.get(v.workload, 0) for v in target.variants]
+    running = 0 < percents[1] < 100
+    result: list[Object] = []
+    for i, route in enumerate(http):
+        if i in indices:
+            where = f"http route {keys[i]} of {_where(target)}"
+            if running:
+                _apply_split(route, target, [100, 0], where)
+                result += sticky_routes(route, keys[i], target, percents)
+            else:
+                _apply_split(route, target, percents, where)
+        result.append(route)
+    new["spec"]["http"] = result
+    return new
+
+
+def sticky_routes(
+    route: Mapping[str, Any], key: str, target: ports.RouteTarget, percents: Sequence[int]
+) -> list[Object]:
+    """The three routes an A/B test inserts before the managed ``route`` while its split runs.
+
+    See ``with_sticky_split``; ``percents`` are the split, per variant.
+    """
+    sticky = target.sticky
+    if sticky is None:
+        raise ValueError("sticky routes need a target with sticky routing")
+    where = f"http route {key} of {_where(target)}"
+    for i, match in enumerate(route.get("match") or ()):
+        _check_no_cookie_match(match, f"{where} (match {i})")
+    for i, match in enumerate(sticky.cohort):
+        _check_no_cookie_match(match, f"the cohort (match {i}) of the A/B test on {_where(target)}")
+    combined = [
+        merge_matches(match, member, where)
+        for match in route.get("match") or [{}]
+        for member in sticky.cohort or ({},)
+    ]
+    common = {
+        field: copy.deepcopy(value)
+        for field, value in route.items()
+        if field not in ("name", "match", "route")
+    }
+    names = sticky_route_names(target.experiment, key, target)
+
+    split: Object = {"route": copy.deepcopy(route["route"])}
+    _apply_split(split, target, percents, where)
+    entries: list[Any] = split["route"]
+    owned = owned_entries(route, target)
+    for variant in target.variants:
+        j = owned[variant.workload]
+        entries[j] = _with_set_cookie(
+            entries[j],
+            f"{sticky.cookie}={variant.workload}; Max-Age={sticky.max_age_seconds}; Path=/",
+            route,
+            f"{where} (destination of {describe(variant)})",
+        )
+
+    inserted: list[Object] = []
+    for variant, name in zip(target.variants, names, strict=False):
+        cookie = {"headers": {"cookie": {"regex": cookie_regex(sticky.cookie, variant.workload)}}}
+        entry = copy.deepcopy(route["route"][owned[variant.workload]])
+        entry["weight"] = 100
+        matches = [merge_matches(match, cookie, where) for match in combined]
+        inserted.append({"name": name, **copy.deepcopy(common), "match": matches, "route": [entry]})
+    assign: Object = {"name": names[-1], **common}
+    if route.get("match") or sticky.cohort:
+        assign["match"] = combined
+    assign["route"] = entries
+    return [*inserted, assign]
+
+
+def cookie_regex(cookie: str, value: str) -> str:
+    """An RE2 regex for a ``Cookie`` header holding ``cookie=value`` (Envoy matches the whole value)."""
+    return f"^(.*?;\\s*)?{re.escape(cookie)}={re.escape(value)}(;.*)?$"
+
+
+def merge_matches(first: Mapping[str, Any], second: Mapping[str, Any], where: str) -> Object:
+    """The HTTPMatchRequest that holds when both ``first`` and ``second`` hold.
+
+    Maps of conditions (headers, withoutHeaders, queryParams, sourceLabels)
+    are unioned; any other field (uri, method, port, gateways...) must be
+    absent from one or equal in both.  The same key or field with different
+    conditions cannot be expressed in one HTTPMatchRequest and raises a
+    RouterError naming it.  A match's ``name`` only labels it: ``first``'s wins.
+    """
+    merged: Object = copy.deepcopy(dict(first))
+    for field, value in second.items():
+        if field not in merged:
+            merged[field] = copy.deepcopy(value)
+        elif field in _MAP_MATCH_FIELDS:
+            mine = merged[field]
+            if not isinstance(mine, dict) or not isinstance(value, Mapping):
+                raise ports.RouterError(f"cannot combine the matches of {where}: {field} is not a map")
+            for name, condition in value.items():
+                if name in mine and mine[name] != condition:
+                    raise ports.RouterError(
+                        f"cannot combine the matches of {where}: {field}.{name} is {mine[name]!r} "
+                        f"in one and {condition!r} in the other"
+                    )
+                mine.setdefault(name, copy.deepcopy(condition))
+        elif field != "name" and merged[field] != value:
+            raise ports.RouterError(
+                f"cannot combine the matches of {where}: {field} is {merged[field]!r} in one and {value!r} "
+                "in the other"
+            )
+    return merged
+
+
+def _check_no_cookie_match(match: Mapping[str, Any], what: str) -> None:
+    for field in ("headers", "withoutHeaders"):
+        conditions = match.get(field) or {}
+        if any(str(name).lower() == "cookie" for name in conditions):
+            raise ports.RouterError(
+                f"{what} matches on the cookie header ({field}.cookie): the A/B test owns that header"
+            )
+
+
+def _with_set_cookie(entry: Mapping[str, Any], value: str, route: Mapping[str, Any], where: str) -> Object:
+    """``entry`` with a ``Set-Cookie`` added to its responses, keeping the user's own header operations."""
+    for level, response in (
+        ("destination", ((entry.get("headers") or {}).get("response") or {})),
+        ("route", ((route.get("headers") or {}).get("response") or {})),
+    ):
+        ops = ("add", "set", "remove") if level == "destination" else ("set", "remove")
+        for op in ops:
+            if any(str(name).lower() == "set-cookie" for name in response.get(op) or ()):
+                raise ports.RouterError(
+                    f"{where}: the {level} already has headers.response.{op} of set-cookie, "
+                    "which the A/B test's cookie needs"
+                )
+    new: Object = copy.deepcopy(dict(entry))
+    headers = new.get("headers") or {}
+    response = headers.get("response") or {}
+    response["add"] = {**(response.get("add") or {}), "set-cookie": value}
+    headers["response"] = response
+    new["headers"] = headers
     return new
 
 
@@ -306,3 +600,19 @@ def _check_target(target: ports.RouteTarget) -> None:
         raise ValueError("a route target needs at least the baseline variant")
     if len(set(workloads)) != len(workloads):
         raise ValueError(f"variant workloads must be unique, got {workloads}")
+    sticky = target.sticky
+    if sticky is None:
+        return
+    if len(workloads) != 2:
+        raise ValueError(f"an A/B test routes a baseline and exactly one candidate, got {workloads}")
+    if not _COOKIE_NAME.fullmatch(sticky.cookie):
+        raise ValueError(f"the sticky cookie's name must be a token (RFC 6265), got {sticky.cookie!r}")
+    age = sticky.max_age_seconds
+    if isinstance(age, bool) or not isinstance(age, int) or age < 1:
+        raise ValueError(f"the sticky cookie's max age must be a positive number of seconds, got {age!r}")
+    if not all(isinstance(match, Mapping) for match in sticky.cohort):
+        raise ValueError("every cohort match must be an Istio HTTPMatchRequest (a mapping)")
+
+
+def _where(target: ports.RouteTarget) -> str:
+    return f"VirtualService {target.namespace}/{target.name}"

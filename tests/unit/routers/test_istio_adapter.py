@@ -8,12 +8,15 @@ against an HTTP API server is covered in ``tests/localstack``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
 
 import kubernetes.client
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelrollout import ports
 from modelrollout.routers import istio, istio_routes
@@ -50,10 +53,13 @@ def _pointer(doc: Any, path: str) -> tuple[Any, str | int]:
     *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
     for part in parents:
         doc = doc[int(part)] if isinstance(doc, list) else doc[part]
-    return doc, int(last) if isinstance(doc, list) else last
+    if isinstance(doc, list):
+        return doc, len(doc) if last == "-" else int(last)
+    return doc, last
 
 
 def _apply(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902, as the API server applies it: ``add`` into a list inserts, ``remove`` shifts the rest."""
     doc = copy.deepcopy(doc)
     for op in patch:
         parent, key = _pointer(doc, op["path"])
@@ -65,12 +71,16 @@ def _apply(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
             if not ok:
                 raise kubernetes.client.ApiException(status=422, reason="Unprocessable Entity")
         elif op["op"] == "remove":
+            assert isinstance(key, str) or key < len(parent)
             del parent[key]
+        elif op["op"] == "add" and isinstance(parent, list):
+            assert isinstance(key, int) and key <= len(parent)
+            parent.insert(key, copy.deepcopy(op["value"]))
         else:
             assert op["op"] in ("add", "replace")
             if op["op"] == "replace":
-                assert key in parent
-            parent[key] = op["value"]
+                assert key in parent if isinstance(key, str) else key < len(parent)
+            parent[key] = copy.deepcopy(op["value"])
     return doc
 
 
@@ -243,3 +253,188 @@ def test_bad_weights_fail_before_any_request() -> None:
     with pytest.raises(ValueError, match="sum to 100"):
         istio.IstioRouter(api).set_routes(TARGET, {"churn-v1": 50})
     assert api.patches == []
+
+
+# --------------------------------------------------------------------------- sticky A/B tests
+
+STICKY = dataclasses.replace(
+    TARGET,
+    sticky=ports.Stickiness(
+        cookie="mexp-churn-v2", max_age_seconds=600, cohort=({"headers": {"x-beta": {}}},)
+    ),
+)
+INSERTED = [
+    "mexp-churn-v2-primary-churn-v1",
+    "mexp-churn-v2-primary-churn-v2",
+    "mexp-churn-v2-primary-assign",
+]
+
+
+def _spec_and_annotations(vs: dict[str, Any] | None) -> Any:
+    """What a patch must get right; an empty annotations map is as good as none (Kubernetes drops it)."""
+    assert vs is not None
+    return vs["spec"], vs["metadata"].get("annotations") or None
+
+
+def _names(vs: dict[str, Any] | None) -> list[str]:
+    assert vs is not None
+    return [route.get("name", "") for route in vs["spec"]["http"]]
+
+
+def test_a_sticky_round_trip_inserts_then_removes_routes_with_guarded_patches() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    router.reconcile(STICKY)
+
+    split = router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    assert split.weights() == {"churn-v1": 50, "churn-v2": 50}
+    assert _names(api.vs) == ["docs", *INSERTED, "primary"]
+    [guard_version, guard_anchor, *adds] = api.patches[-1]
+    assert guard_version == {"op": "test", "path": "/metadata/resourceVersion", "value": "2"}
+    assert guard_anchor == {"op": "test", "path": "/spec/http/1/name", "value": "primary"}
+    assert [(op["op"], op["path"], op["value"]["name"]) for op in adds] == [
+        ("add", "/spec/http/1", INSERTED[0]),
+        ("add", "/spec/http/2", INSERTED[1]),
+        ("add", "/spec/http/3", INSERTED[2]),
+    ]
+    desired = istio_routes.with_weights(
+        istio_routes.ensure_structure(_vs(), STICKY), STICKY, {"churn-v1": 50, "churn-v2": 50}
+    )
+    assert _spec_and_annotations(api.vs) == _spec_and_annotations(desired)
+
+    writes = len(api.patches)
+    router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    router.reconcile(STICKY)
+    assert len(api.patches) == writes  # idempotent: no write at all
+
+    assert router.set_routes(STICKY, {"churn-v1": 0, "churn-v2": 100}).weights() == {
+        "churn-v1": 0,
+        "churn-v2": 100,
+    }
+    assert _names(api.vs) == ["docs", "primary"]
+    ops = [(op["op"], op["path"]) for op in api.patches[-1]]
+    assert ops == [
+        ("test", "/metadata/resourceVersion"),
+        *[("test", f"/spec/http/{i}/name") for i in (1, 2, 3, 4)],
+        ("remove", "/spec/http/1"),
+        ("remove", "/spec/http/1"),
+        ("remove", "/spec/http/1"),
+        ("replace", "/spec/http/1/route"),
+    ]
+
+    router.finalize(STICKY)
+    assert _spec_and_annotations(api.vs) == (_vs()["spec"], None)
+
+
+def test_finalize_while_the_ab_test_runs_removes_the_inserted_routes() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    router.set_routes(STICKY, {"churn-v1": 80, "churn-v2": 20})
+    router.finalize(STICKY)
+    assert _spec_and_annotations(api.vs) == (_vs()["spec"], None)
+    assert [op["op"] for op in api.patches[-1]].count("remove") == 4  # three routes and the annotation
+
+
+def test_a_deleted_inserted_route_comes_back_as_one_add() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    assert api.vs is not None
+    expected = copy.deepcopy(api.vs["spec"])
+    deleted = api.vs["spec"]["http"].pop(2)  # a user deletes the candidate's sticky route
+    api.bump()
+
+    router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    assert api.patches[-1][-1] == {"op": "add", "path": "/spec/http/2", "value": deleted}
+    assert [op["op"] for op in api.patches[-1]] == ["test", "test", "add"]
+    assert api.vs["spec"] == expected
+
+
+def test_an_edited_inserted_route_is_replaced_whole() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    assert api.vs is not None
+    expected = copy.deepcopy(api.vs["spec"])
+    api.vs["spec"]["http"][3]["match"] = [{"uri": {"prefix": "/"}}]
+    api.bump()
+    router.set_routes(STICKY, {"churn-v1": 50, "churn-v2": 50})
+    assert api.patches[-1][1:] == [
+        {"op": "test", "path": "/spec/http/3/name", "value": INSERTED[2]},
+        {"op": "replace", "path": "/spec/http/3", "value": expected["http"][3]},
+    ]
+    assert api.vs["spec"] == expected
+
+
+def test_inserting_before_a_route_that_moved_fails_the_guard() -> None:
+    running = istio_routes.with_weights(
+        istio_routes.ensure_structure(_vs(), STICKY), STICKY, {"churn-v1": 1, "churn-v2": 99}
+    )
+    structured = istio_routes.ensure_structure(_vs(), STICKY)
+    patch = istio.json_patch(structured, running)
+    moved = copy.deepcopy(structured)
+    moved["spec"]["http"].reverse()
+    with pytest.raises(kubernetes.client.ApiException):
+        _apply(moved, patch)
+
+
+SPLITS = st.one_of(st.sampled_from([0, 100]), st.integers(0, 100))
+
+
+@st.composite
+def _drift(draw: st.DrawFn, vs: dict[str, Any]) -> dict[str, Any]:
+    """``vs`` after an unrelated edit: an inserted route deleted, edited or moved, or a route added."""
+    vs = copy.deepcopy(vs)
+    http = vs["spec"]["http"]
+    kind = draw(st.sampled_from(["none", "delete", "edit", "move", "add-user-route"]))
+    inserted = [i for i, route in enumerate(http) if istio_routes.is_inserted(route)]
+    if kind == "add-user-route":
+        http.insert(draw(st.integers(0, len(http))), {"route": [{"destination": {"host": "extra"}}]})
+    elif inserted and kind != "none":
+        i = draw(st.sampled_from(inserted))
+        if kind == "delete":
+            del http[i]
+        elif kind == "edit":
+            http[i]["timeout"] = "1s"
+        else:
+            http.insert(draw(st.integers(0, len(http) - 1)), http.pop(i))
+    return vs
+
+
+@settings(max_examples=200)
+@given(st.lists(SPLITS, min_size=1, max_size=5), st.data())
+def test_the_patch_always_turns_the_object_read_into_the_desired_one(
+    splits: list[int], data: st.DataObject
+) -> None:
+    cohorts: list[tuple[dict[str, Any], ...]] = [
+        (),
+        ({"headers": {"x-beta": {}}}, {"queryParams": {"b": {"exact": "1"}}}),
+    ]
+    sticky = ports.Stickiness(
+        cookie="mexp-churn-v2", max_age_seconds=600, cohort=data.draw(st.sampled_from(cohorts))
+    )
+    target = dataclasses.replace(STICKY, sticky=sticky, routes=None)
+    vs = _vs()
+    vs["spec"]["http"].append(
+        {
+            "name": "secondary",
+            "match": [{"uri": {"prefix": "/b"}}],
+            "route": [{"destination": {"host": "churn", "subset": "v1"}}],
+        }
+    )
+    vs["spec"]["http"].insert(1, {"route": [{"destination": {"host": "unnamed-other"}}]})
+    for candidate in splits:
+        vs = data.draw(_drift(vs))
+        desired = istio_routes.with_weights(
+            istio_routes.ensure_structure(vs, target),
+            target,
+            {"churn-v1": 100 - candidate, "churn-v2": candidate},
+        )
+        patch = istio.json_patch(vs, desired)
+        assert _spec_and_annotations(_apply(vs, patch)) == _spec_and_annotations(desired)
+        assert istio.json_patch(desired, desired) == []
+        vs = desired
+    restored = istio_routes.restore_original(vs, target.experiment)
+    assert _spec_and_annotations(_apply(vs, istio.json_patch(vs, restored))) == _spec_and_annotations(
+        restored
+    )

@@ -1,8 +1,10 @@
 """Golden tests of the pure VirtualService edits: one YAML file per case.
 
-Each file in ``golden/`` holds a ``target``, an ``operation`` (a name or a
-list applied in order; ``weights`` for ``with_weights``), an ``input``
-VirtualService and the ``expected`` VirtualService, split or error.  For
+Each file in ``golden/`` holds a ``target`` (with ``sticky`` for an A/B test
+with cookie affinity), an ``operation`` (a name or a list applied in order;
+``weights`` for ``with_weights``, or ``{with_weights: {...}}`` for a split of
+its own), an ``input`` VirtualService and the ``expected`` VirtualService,
+split or error.  For
 readability the original-routes annotation is written as YAML in the files
 and encoded/decoded here; the real functions only ever see the JSON string.
 """
@@ -27,12 +29,20 @@ KEY = istio_routes.ORIGINAL_ROUTES_ANNOTATION
 
 def _target(raw: dict[str, Any], vs: dict[str, Any]) -> ports.RouteTarget:
     routes = raw.get("routes")
+    sticky = raw.get("sticky")
     return ports.RouteTarget(
         experiment=raw["experiment"],
         namespace=vs["metadata"]["namespace"],
         name=vs["metadata"]["name"],
         routes=None if routes is None else tuple(routes),
         variants=tuple(ports.Destination(**variant) for variant in raw["variants"]),
+        sticky=None
+        if sticky is None
+        else ports.Stickiness(
+            cookie=sticky["cookie"],
+            max_age_seconds=sticky["max_age_seconds"],
+            cohort=tuple(sticky.get("cohort") or ()),
+        ),
     )
 
 
@@ -56,7 +66,11 @@ def _run(case: dict[str, Any], vs: dict[str, Any], target: ports.RouteTarget) ->
     operations = case["operation"] if isinstance(case["operation"], list) else [case["operation"]]
     result: Any = vs
     for operation in operations:
-        if operation == "ensure_structure":
+        if isinstance(operation, dict):
+            [(name, weights)] = operation.items()
+            assert name == "with_weights", name
+            result = istio_routes.with_weights(result, target, weights)
+        elif operation == "ensure_structure":
             result = istio_routes.ensure_structure(result, target)
         elif operation == "with_weights":
             result = istio_routes.with_weights(result, target, case["weights"])
@@ -97,12 +111,23 @@ def test_golden(path: pathlib.Path) -> None:
     assert annotation is None or isinstance(annotation, str)
     assert _decode(result) == expected
 
-    # Routes the experiment does not manage come out byte-for-byte identical.
+    # Routes the experiment does not manage come out byte-for-byte identical (in the same order,
+    # around the routes an A/B test inserts).
     if "restore_original" not in case["operation"]:
         managed = set(istio_routes.managed_route_indices(vs, target))
-        for i, route in enumerate(vs["spec"].get("http") or []):
+        before = [
+            (i, route)
+            for i, route in enumerate(vs["spec"].get("http") or [])
+            if not istio_routes.inserted_by(route, target.experiment)
+        ]
+        after = [
+            route
+            for route in result["spec"].get("http") or []
+            if not istio_routes.inserted_by(route, target.experiment)
+        ]
+        for (i, route), out in zip(before, after, strict=True):
             if i not in managed:
-                assert _canonical(result["spec"]["http"][i]) == _canonical(route)
+                assert _canonical(out) == _canonical(route)
 
 
 def test_there_are_golden_cases() -> None:

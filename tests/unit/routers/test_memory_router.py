@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -143,3 +144,37 @@ def test_it_is_a_traffic_router() -> None:
     router: ports.TrafficRouter = memory.InMemoryRouter()
     with pytest.raises(ports.VirtualServiceNotFound):
         router.get_routes(TARGET)
+
+
+def test_a_sticky_ab_test_inserts_routes_while_running_and_removes_them() -> None:
+    sticky = dataclasses.replace(TARGET, sticky=ports.Stickiness(cookie="mexp-churn-v2", max_age_seconds=60))
+    inserted = [
+        "mexp-churn-v2-primary-churn-v1",
+        "mexp-churn-v2-primary-churn-v2",
+        "mexp-churn-v2-primary-assign",
+    ]
+    router = memory.InMemoryRouter([_vs()])
+
+    def names() -> list[str]:
+        return [route.get("name") for route in router.get("ml", "churn")["spec"]["http"]]
+
+    assert router.reconcile(sticky) == _split(churn_v1=100, churn_v2=0)
+    assert router.set_routes(sticky, {"churn-v1": 70, "churn-v2": 30}) == _split(churn_v1=70, churn_v2=30)
+    assert names() == ["docs", *inserted, "primary"]
+    assert router.get_routes(sticky) == _split(churn_v1=70, churn_v2=30)
+    writes = len(router.writes)
+    router.reconcile(sticky)
+    router.set_routes(sticky, {"churn-v1": 70, "churn-v2": 30})
+    assert len(router.writes) == writes
+
+    edited = router.get("ml", "churn")
+    del edited["spec"]["http"][3]  # a user deletes the assign route
+    router.put(edited)
+    assert router.get_routes(sticky) == _split(churn_v1=100, churn_v2=0)  # read from the object
+    router.set_routes(sticky, {"churn-v1": 70, "churn-v2": 30})
+    assert names() == ["docs", *inserted, "primary"]
+
+    assert router.set_routes(sticky, {"churn-v1": 0, "churn-v2": 100}) == _split(churn_v1=0, churn_v2=100)
+    assert names() == ["docs", "primary"]
+    router.finalize(sticky)
+    assert router.get("ml", "churn") == _vs()
