@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -38,24 +38,56 @@ def users(candidate: Outcomes, segment_outcomes: Mapping[str, Outcomes] | None =
     )
 
 
-@pytest.fixture
-def ab_app(local: stack.LocalStack) -> Iterator[Callable[..., App]]:
-    apps: list[App] = []
+# The five A/B tests run at once, on one operator watching their five namespaces: each test
+# below waits for and checks its own (they take 30-60 s of mesh time each, not in a row).
+SCENARIOS: dict[str, tuple[mesh.Users, dict[str, Any]]] = {
+    "ship": (users(Outcomes(conversion=0.08, revenue_mean=20.0, revenue_sigma=0.8)), {}),
+    "discard": (users(Outcomes(conversion=0.03, revenue_mean=20.0, revenue_sigma=0.8)), {}),
+    # alpha 0.01: the A/A's own chance of a false "difference" is then below 1 % (benchmarked in
+    # tests/unit/test_lift.py), so this test is not flaky; the pipeline check is the same.
+    "aa": (users(BASE_OUTCOMES), {"abTest": {"aa": True, "maxDuration": "40s"}, "analysis": {"alpha": 0.01}}),
+    # Better overall (us +120 %), worse in eu (-50 %); a minimum effect the overall lift (~+35 %)
+    # cannot reach keeps the test running while the segments are watched.
+    "reversal": (
+        users(
+            Outcomes(conversion=0.05),
+            {"region=us": Outcomes(conversion=0.11), "region=eu": Outcomes(conversion=0.025)},
+        ),
+        {"objective": {"minimumEffect": 0.8}},
+    ),
+    "cohort": (
+        mesh.Users(
+            count=1000,
+            segments=REGIONS,
+            headers={"x-user-tier": {"beta": 0.3}},
+            outcomes={"churn-v1": BASE_OUTCOMES, "churn-v2": BASE_OUTCOMES},
+            seed=12,
+        ),
+        {"abTest": {"match": [{"headers": {"x-user-tier": {"exact": "beta"}}}], "maxDuration": "10m"}},
+    ),
+}
 
-    def make(population: mesh.Users, rps: float = 300.0) -> App:
-        namespace = f"ab{len(apps)}-{int(time.time() * 1000) % 10**7}"
-        local.create_namespace(namespace)
-        local.add_ab_app(namespace, BASELINE, BASELINE, population, rps)
-        app = App(local, namespace)
-        app.start_operator()
-        apps.append(app)
-        return app
 
-    yield make
-    for app in apps:
-        local.mesh.remove_app(app.namespace, "churn")
-        if app.operator is not None:
-            app.operator.stop()
+@pytest.fixture(scope="module")
+def apps(local: stack.LocalStack) -> Iterator[dict[str, App]]:
+    stamp = int(time.time() * 1000) % 10**7
+    launched = {name: App(local, f"ab-{name}-{stamp}") for name in SCENARIOS}
+    for name, app in launched.items():
+        local.create_namespace(app.namespace)
+        local.add_ab_app(
+            app.namespace, BASELINE, BASELINE, SCENARIOS[name][0], 200 if name == "cohort" else 300
+        )
+    watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
+    operator = local.start_operator(*watched, name=f"ab-{stamp}")
+    for name, app in launched.items():
+        app.operator = operator
+        app.local.apply(manifest(app, **SCENARIOS[name][1]))
+    try:
+        yield launched
+    finally:
+        operator.stop()
+        for app in launched.values():
+            local.mesh.remove_app(app.namespace, "churn")
 
 
 def manifest(app: App, **changes: Any) -> dict[str, Any]:
@@ -92,10 +124,9 @@ def assignment_delta(
 
 
 def test_a_better_model_ships_users_stay_on_their_variant_and_promotion_cleans_up(
-    ab_app: Callable[..., App],
+    apps: dict[str, App],
 ) -> None:
-    app = ab_app(users(Outcomes(conversion=0.08, revenue_mean=20.0, revenue_sigma=0.8)))
-    app.local.apply(manifest(app))
+    app = apps["ship"]
     shipped = app.wait_for(lambda s: s.get("phase") in (*FINAL, "Paused"), timeout=150)[-1]
     assert shipped["phase"] == "Paused" and shipped["reason"] == "AwaitingPromotion", shipped.get("message")
     assert shipped["outcome"] == "Ship"
@@ -151,9 +182,8 @@ def test_a_better_model_ships_users_stay_on_their_variant_and_promotion_cleans_u
     assert "Ship" in text and "conversion" in text and "region" in text
 
 
-def test_a_worse_model_is_discarded_and_the_routes_are_restored(ab_app: Callable[..., App]) -> None:
-    app = ab_app(users(Outcomes(conversion=0.03, revenue_mean=20.0, revenue_sigma=0.8)))
-    app.local.apply(manifest(app))
+def test_a_worse_model_is_discarded_and_the_routes_are_restored(apps: dict[str, App]) -> None:
+    app = apps["discard"]
     final = app.wait_for(lambda s: s.get("phase") in FINAL, timeout=150)[-1]
     assert final["phase"] == "RolledBack" and final["outcome"] == "Discard", final.get("message")
     assert final["reason"] == "Discarded"
@@ -168,11 +198,8 @@ def test_a_worse_model_is_discarded_and_the_routes_are_restored(ab_app: Callable
     assert "Discarded" in app.event_reasons()
 
 
-def test_an_aa_test_finds_no_difference_and_passes_the_sample_ratio_check(ab_app: Callable[..., App]) -> None:
-    app = ab_app(users(BASE_OUTCOMES))
-    # alpha 0.01: the A/A's own chance of a false "difference" is then below 1 % (benchmarked in
-    # tests/unit/test_lift.py), so this test is not flaky; the pipeline check is the same.
-    app.local.apply(manifest(app, abTest={"aa": True, "maxDuration": "60s"}, analysis={"alpha": 0.01}))
+def test_an_aa_test_finds_no_difference_and_passes_the_sample_ratio_check(apps: dict[str, App]) -> None:
+    app = apps["aa"]
     final = app.wait_for(lambda s: s.get("phase") in FINAL, timeout=150)[-1]
     assert final["outcome"] == "Iterate" and final["reason"] == "NoDifference", final.get("message")
     assert final["phase"] == "RolledBack"
@@ -183,15 +210,8 @@ def test_an_aa_test_finds_no_difference_and_passes_the_sample_ratio_check(ab_app
     assert conditions["SampleRatioMismatch"]["status"] == "False"
 
 
-def test_a_segment_reversal_is_flagged(ab_app: Callable[..., App]) -> None:
-    # Better overall (us +120 %), worse in eu (-50 %): the overall lift hides a harmed segment.
-    population = users(
-        Outcomes(conversion=0.05),
-        {"region=us": Outcomes(conversion=0.11), "region=eu": Outcomes(conversion=0.025)},
-    )
-    app = ab_app(population)
-    # A minimum effect the overall lift (~+35 %) cannot reach: the test keeps running meanwhile.
-    app.local.apply(manifest(app, objective={"minimumEffect": 0.8}))
+def test_a_segment_reversal_is_flagged(apps: dict[str, App]) -> None:
+    app = apps["reversal"]
 
     def eu_reversed(status: dict[str, Any]) -> bool:
         return any(s["segment"] == {"region": "eu"} and s.get("reversed") for s in status.get("segments", []))
@@ -204,35 +224,18 @@ def test_a_segment_reversal_is_flagged(ab_app: Callable[..., App]) -> None:
     assert table["us"]["reversed"] is False and table["us"]["lift"] > 0
 
 
-def test_untargeted_traffic_stays_on_the_baseline_with_a_cohort(local: stack.LocalStack) -> None:
-    namespace = f"abc-{int(time.time() * 1000) % 10**7}"
-    local.create_namespace(namespace)
-    population = mesh.Users(
-        count=1000,
-        segments=REGIONS,
-        headers={"x-user-tier": {"beta": 0.3}},
-        outcomes={"churn-v1": BASE_OUTCOMES, "churn-v2": BASE_OUTCOMES},
-        seed=12,
-    )
-    local.add_ab_app(namespace, BASELINE, BASELINE, population, 200)
-    app = App(local, namespace)
-    app.start_operator()
-    try:
-        cohort = [{"headers": {"x-user-tier": {"exact": "beta"}}}]
-        local.apply(manifest(app, abTest={"match": cohort, "maxDuration": "10m"}))
-        app.wait_for(lambda s: len(s.get("timeline", [])) >= 2)
-        first = local.mesh.assignments(namespace, "churn")
-        time.sleep(4)
-        delta = assignment_delta(first, local.mesh.assignments(namespace, "churn"))
-        beta = {u.id for u in local.mesh.users(namespace, "churn") if u.headers.get("x-user-tier") == "beta"}
-        outside = [served for user, served in delta.items() if user not in beta]
-        inside = [served for user, served in delta.items() if user in beta]
-        assert outside and all(set(served) == {"churn-v1"} for served in outside)
-        assert inside and all(len(served) == 1 for served in inside)
-        assert any("churn-v2" in served for served in inside)
-        assign = next(r for r in http_routes(app) if r["name"] == "mexp-churn-v2-main-assign")
-        assert assign["match"] == [{"headers": {"x-user-tier": {"exact": "beta"}}}]
-    finally:
-        local.mesh.remove_app(namespace, "churn")
-        if app.operator is not None:
-            app.operator.stop()
+def test_untargeted_traffic_stays_on_the_baseline_with_a_cohort(apps: dict[str, App]) -> None:
+    app = apps["cohort"]
+    local, namespace = app.local, app.namespace
+    app.wait_for(lambda s: len(s.get("timeline", [])) >= 2)
+    first = local.mesh.assignments(namespace, "churn")
+    time.sleep(4)
+    delta = assignment_delta(first, local.mesh.assignments(namespace, "churn"))
+    beta = {u.id for u in local.mesh.users(namespace, "churn") if u.headers.get("x-user-tier") == "beta"}
+    outside = [served for user, served in delta.items() if user not in beta]
+    inside = [served for user, served in delta.items() if user in beta]
+    assert outside and all(set(served) == {"churn-v1"} for served in outside)
+    assert inside and all(len(served) == 1 for served in inside)
+    assert any("churn-v2" in served for served in inside)
+    assign = next(r for r in http_routes(app) if r["name"] == "mexp-churn-v2-main-assign")
+    assert assign["match"] == [{"headers": {"x-user-tier": {"exact": "beta"}}}]
