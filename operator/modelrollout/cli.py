@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics-port", type=int, metavar="PORT", help="serve the operator's metrics on :PORT/metrics"
     )
     run.add_argument(
+        "--report-configmaps",
+        action="store_true",
+        help="write each A/B test's report into a ConfigMap <experiment>-report once it has an outcome "
+        "(needs create and patch on configmaps)",
+    )
+    run.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -82,18 +88,23 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("-v", "--verbose", action="store_true", help="same as --log-level=debug")
 
     demo = commands.add_parser("demo", help="a whole rollout on this machine: emulator, mesh, Prometheus")
-    demo.add_argument("--scenario", default="good", help="good | bad-errors | bad-latency")
+    demo.add_argument(
+        "--scenario", default="good", help="good | bad-errors | bad-latency | ab-win | ab-lose | aa"
+    )
     demo.add_argument("--rps", type=float, default=200.0, help="simulated requests per second")
     demo.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")
 
     _add_simulate(commands)
     _add_plan(commands)
+    _add_report(commands)
 
     args = parser.parse_args(argv)
     if args.command == "simulate":
         sys.exit(_simulate(args))
     if args.command == "plan":
         sys.exit(_plan(args))
+    if args.command == "report":
+        sys.exit(_report(args))
     if args.command == "run":
         args.prometheus_credentials = _prometheus_credentials(run, args)
         _run(args)
@@ -265,6 +276,68 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report", help="an A/B test's report for people: verdict, design, results, segments, plots"
+    )
+    report.add_argument("name", nargs="?", metavar="NAME", help="the ModelExperiment (or give --file)")
+    report.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    report.add_argument("--context", help="kubeconfig context (default: the current one)")
+    report.add_argument(
+        "--file",
+        metavar="PATH",
+        help="render a saved object instead: YAML or JSON as kubectl get mexp NAME -o yaml writes it "
+        "(- reads stdin)",
+    )
+    report.add_argument(
+        "--format", choices=["md", "html"], help="md or html (default: html for an -o FILE.html, else md)"
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here (default: stdout); Markdown's plots are PNG files written beside FILE",
+    )
+    report.add_argument("--no-plots", action="store_true", help="leave the plots out")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from modelrollout import report
+
+    prog = "modelrollout report"
+    if args.name is None and args.file is None:
+        print(f"{prog}: give the experiment's NAME (read from the cluster) or --file PATH", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output and args.output != "-" else None
+    by_suffix = output is not None and output.suffix.lower() in (".html", ".htm")
+    fmt: report.Format = "html" if (args.format or ("html" if by_suffix else "md")) == "html" else "md"
+    try:
+        if args.file is not None:
+            experiment = report.load_file(args.file, args.name)
+        else:
+            experiment = report.fetch(args.name, args.namespace, args.kubeconfig, args.context)
+    except report.ReportError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    # Markdown on stdout has nowhere to put its PNG files: no plots (and no note about them) there.
+    plots = not args.no_plots and (fmt == "html" or output is not None)
+    result = report.build(experiment, fmt, plots=plots, output=output)
+    if output is None:
+        sys.stdout.write(result.text)
+        return 0
+    try:
+        output.write_text(result.text, encoding="utf-8")
+    except OSError as e:
+        print(f"{prog}: cannot write {output}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    written = "".join(f", {path}" for path in result.assets)
+    print(f"wrote {output}{written}", file=sys.stderr)
+    return 0
+
+
 def _flag(convert: Any) -> Any:
     """An argparse ``type``: argparse names the flag, the message says why and shows the value."""
 
@@ -391,6 +464,7 @@ def _run(args: argparse.Namespace) -> None:
         prometheus_url=args.prometheus_url,
         istio_version=args.istio_version,
         metrics_port=args.metrics_port,
+        report_configmaps=args.report_configmaps,
         prometheus_credentials=args.prometheus_credentials,
     )
     configuration = kube.load_configuration(options.kubeconfig)

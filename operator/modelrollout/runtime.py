@@ -34,6 +34,7 @@ class Options:
     prometheus_url: str | None = None
     istio_version: str = "v1"
     metrics_port: int | None = None  # serve /metrics here (None: not at all)
+    report_configmaps: bool = False  # write A/B reports into ConfigMaps (needs RBAC on configmaps)
     # Credentials (file paths) for the default Prometheus (prometheus_url) only.
     prometheus_credentials: prometheus_auth.OperatorCredentials = dataclasses.field(
         default_factory=prometheus_auth.OperatorCredentials
@@ -74,7 +75,7 @@ class Runtime:
                 caller, counted=lambda kind, result: self.metrics.notifications.labels(kind, result).inc()
             ),
             metrics=self.metrics,
-            reports=kube.KubeReports(client),
+            reports=kube.KubeReports(client) if options.report_configmaps else None,
         )
 
     def serve_metrics(self) -> None:

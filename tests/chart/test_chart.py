@@ -44,6 +44,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "log-level": {"logLevel": "debug"},
     "istio-v1beta1": {"istioVersion": "v1beta1"},
     "no-secrets": {"rbac": {"readSecrets": False}},
+    "reports": {"reports": {"configMaps": True}},
     "scheduling": {
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -371,6 +372,8 @@ VIRTUALSERVICES = {
 }
 EVENTS = {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
 SECRETS = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+# Only with reports.configMaps (off by default); exercised by tests/integration/test_abtest_e2e.py.
+CONFIGMAPS = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]}
 CRDS = {
     "apiGroups": ["apiextensions.k8s.io"],
     "resources": ["customresourcedefinitions"],
@@ -423,6 +426,20 @@ def rbac(values: dict[str, Any]) -> dict[tuple[str, str | None], list[dict[str, 
                 ("Role", "ml"): [EXPERIMENTS, STATUS, VIRTUALSERVICES, EVENTS],
             },
         ),
+        (
+            {"reports": {"configMaps": True}},
+            {
+                ("ClusterRole", None): [
+                    CRDS,
+                    EXPERIMENTS,
+                    STATUS,
+                    VIRTUALSERVICES,
+                    EVENTS,
+                    CONFIGMAPS,
+                    SECRETS,
+                ]
+            },
+        ),
     ],
     ids=[
         "cluster-wide",
@@ -431,6 +448,7 @@ def rbac(values: dict[str, Any]) -> dict[tuple[str, str | None], list[dict[str, 
         "namespaced-peering",
         "no-secrets",
         "namespaced-no-secrets",
+        "reports",
     ],
 )
 def test_rbac_rules_exactly(values: dict[str, Any], expected: dict[Any, Any]) -> None:

@@ -78,7 +78,7 @@ def apps(local: stack.LocalStack) -> Iterator[dict[str, App]]:
             app.namespace, BASELINE, BASELINE, SCENARIOS[name][0], 200 if name == "cohort" else 300
         )
     watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
-    operator = local.start_operator(*watched, name=f"ab-{stamp}")
+    operator = local.start_operator(*watched, "--report-configmaps", name=f"ab-{stamp}")
     for name, app in launched.items():
         app.operator = operator
         app.local.apply(manifest(app, **SCENARIOS[name][1]))

@@ -53,6 +53,12 @@ operator was seen using (tests/chart/test_rbac_matches_usage.py runs it under th
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.reports.configMaps }}
+# A/B test reports, written into a ConfigMap <experiment>-report (owned by the experiment).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "patch"]
+{{- end }}
 {{- if .Values.rbac.readSecrets }}
 # Webhook and notification URLs and tokens from Secrets (urlFrom, tokenFrom), by name only.
 - apiGroups: [""]

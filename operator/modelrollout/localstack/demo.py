@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from modelrollout.localstack import stack, traffic
 
 NAMESPACE = "ml"
@@ -40,15 +42,48 @@ SCENARIOS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ABScenario:
+    candidate: traffic.Outcomes
+    changes: dict[str, Any]
+    expected: tuple[str, str]  # (phase, outcome)
+    story: str
+
+
+_BASE_OUTCOMES = traffic.Outcomes(conversion=0.05, revenue_mean=20.0, revenue_sigma=0.8)
+AB_SCENARIOS = {
+    "ab-win": ABScenario(
+        dataclasses.replace(_BASE_OUTCOMES, conversion=0.08),
+        {"abTest": {"autoPromote": True}},
+        ("Succeeded", "Ship"),
+        "the candidate converts 8% of requests, the baseline 5%: Ship (autoPromote)",
+    ),
+    "ab-lose": ABScenario(
+        dataclasses.replace(_BASE_OUTCOMES, conversion=0.03),
+        {},
+        ("RolledBack", "Discard"),
+        "the candidate converts 3% of requests, the baseline 5%: Discard",
+    ),
+    "aa": ABScenario(
+        _BASE_OUTCOMES,
+        {"abTest": {"aa": True, "maxDuration": "45s"}},
+        ("RolledBack", "Iterate"),
+        "an A/A test (the same model twice) validates split, metrics and SRM: no difference, Iterate",
+    ),
+}
+
+
 def examples_dir() -> Path:
     """``examples/`` of the source tree (the demo runs from a checkout)."""
     return Path(__file__).resolve().parents[3] / "examples"
 
 
 def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> int:
+    if scenario_name in AB_SCENARIOS:
+        return ab_main(AB_SCENARIOS[scenario_name], scenario_name, rps=max(rps, 300.0), timeout=timeout)
     scenario = SCENARIOS.get(scenario_name)
     if scenario is None:
-        print(f"unknown scenario {scenario_name!r}; choose one of: {', '.join(SCENARIOS)}")
+        print(f"unknown scenario {scenario_name!r}; choose one of: {', '.join([*SCENARIOS, *AB_SCENARIOS])}")
         return 2
     examples = examples_dir()
     print(f"scenario {scenario_name}: {scenario.story}; expecting {scenario.expected}")
@@ -84,6 +119,53 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         weights = ", ".join(f"{subset} {weight}%" for subset, weight in _settled_route(local, final).items())
         print(f"  VirtualService churn, route primary: {weights}")
         return 0 if final["phase"] == scenario.expected else 1
+
+
+def ab_main(scenario: ABScenario, name: str, *, rps: float, timeout: float) -> int:
+    """An A/B test of examples/03-demo/abtest.yaml on 3000 simulated users in two regions."""
+    from modelrollout import report
+    from modelrollout.localstack import mesh
+
+    print(f"scenario {name}: {scenario.story}")
+    print("starting: Kubernetes API emulator, mesh simulator (users with cookies), Prometheus ...")
+    users = mesh.Users(
+        count=3000,
+        segments={"region": {"eu": 0.5, "us": 0.5}},
+        outcomes={"churn-v1": _BASE_OUTCOMES, "churn-v2": scenario.candidate},
+        seed=1,
+    )
+    with stack.LocalStack() as local:
+        local.create_namespace(NAMESPACE)
+        local.add_ab_app(NAMESPACE, BASELINE, BASELINE, users, rps)
+        operator = local.start_operator("--report-configmaps")
+        manifest = yaml.safe_load((examples_dir() / "03-demo" / "abtest.yaml").read_text())
+        for key, value in scenario.changes.items():
+            manifest["spec"][key] = {**manifest["spec"].get(key, {}), **value}
+        print(f"operator started (log: {operator.log_path}); applying examples/03-demo/abtest.yaml")
+        local.apply(manifest, NAMESPACE)
+        started = time.monotonic()
+        final: dict[str, Any] = {}
+        for status in local.watch_status(NAMESPACE, EXPERIMENT, timeout=timeout):
+            objective = status.get("objective") or {}
+            if objective.get("interval"):
+                low, high = objective["interval"]
+                print(
+                    f"[{time.monotonic() - started:5.1f}s] {status.get('phase', ''):<11} conversion "
+                    f"{objective.get('baseline', 0):.4f} vs {objective.get('candidate', 0):.4f}, "
+                    f"lift {objective.get('lift', 0):+.1%} [{low:+.1%}, {high:+.1%}]"
+                )
+            if status.get("phase") in ("Succeeded", "RolledBack", "Failed") or status.get("reason") == (
+                "AwaitingPromotion"
+            ):
+                final = status
+                break
+        if not final:
+            print(f"no outcome after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
+            return 1
+        body = local.experiment(NAMESPACE, EXPERIMENT) or {}
+        print()
+        print(report.markdown_summary(body))
+        return 0 if (final.get("phase"), final.get("outcome")) == scenario.expected else 1
 
 
 def _settled_route(local: stack.LocalStack, final: dict[str, Any], timeout: float = 10.0) -> dict[str, int]:
