@@ -20,6 +20,7 @@ import pydantic
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout import templates
+from modelrollout.spec_ab import ABTestSpec, ObjectiveSpec, check_segments
 from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _fitting, _Model, _problem
 from modelrollout.spec_hooks import NotificationSpec, ValueFrom, WebhookSpec, WebhookType
 
@@ -33,7 +34,7 @@ class Strategy(str, enum.Enum):
 
 # Strategies this version of the operator can run; the others are in the API
 # contract already (so manifests validate) but are refused with a clear error.
-SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY})
+SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY, Strategy.AB_TEST})
 
 
 class NoDataPolicy(str, enum.Enum):
@@ -46,6 +47,13 @@ class WeightDrift(str, enum.Enum):
 
     RESTORE = "Restore"
     PAUSE = "Pause"
+
+
+class MetricRole(str, enum.Enum):
+    """What a metric is for besides an A/B test's objective (canaries judge every metric as a guardrail)."""
+
+    GUARDRAIL = "Guardrail"  # fails the experiment (rolls back) when it breaks
+    SECONDARY = "Secondary"  # reported with its lift, corrected for multiple comparisons
 
 
 class Builtin(str, enum.Enum):
@@ -147,11 +155,34 @@ class RatioQuery(_Model):
         return value
 
 
+class MeanQuery(_Model):
+    """A mean per observation (revenue per request): ``sum`` over ``count``, both over the interval.
+
+    ``squares`` (the sum of squared values) gives the exact variance; without it
+    the variance is estimated from how the interval means vary (batch means).
+    """
+
+    sum: str
+    count: str
+    squares: str | None = None
+
+    @field_validator("sum", "count", "squares")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_template(value)
+        return value
+
+
 class MetricSpec(_Model):
     name: str
     builtin: Builtin | None = None
     query: str | None = None
     ratio: RatioQuery | None = None
+    mean: MeanQuery | None = None
+    role: MetricRole | None = (
+        None  # default: Secondary for a ratio or mean without thresholds, else Guardrail
+    )
     # NaN would silently disable a threshold (no comparison with it is true); JSON has neither it nor inf.
     max: Annotated[float, Field(allow_inf_nan=False)] | None = None
     min: Annotated[float, Field(allow_inf_nan=False)] | None = None
@@ -171,16 +202,34 @@ class MetricSpec(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> MetricSpec:
-        sources = [key for key in ("builtin", "query", "ratio") if getattr(self, key) is not None]
+        sources = [key for key in ("builtin", "query", "ratio", "mean") if getattr(self, key) is not None]
         if len(sources) != 1:
             got = " and ".join(sources) if sources else "none of them"
             raise _problem(
-                f"metric {self.name!r} sets {got}; it needs exactly one of builtin, query or ratio",
+                f"metric {self.name!r} sets {got}; it needs exactly one of builtin, query, ratio or mean",
                 value=None,
+            )
+        if self.role is MetricRole.SECONDARY and self.ratio is None and self.mean is None:
+            raise _problem(
+                "Secondary needs a ratio or mean metric (a lift needs counts)",
+                subpath="role",
+                value="Secondary",
             )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise _problem(f"is above max ({self.max})", subpath="min", value=self.min)
         return self
+
+    @property
+    def has_thresholds(self) -> bool:
+        return self.max is not None or self.min is not None or self.max_relative_increase is not None
+
+    @property
+    def effective_role(self) -> MetricRole:
+        if self.role is not None:
+            return self.role
+        if (self.ratio is not None or self.mean is not None) and not self.has_thresholds:
+            return MetricRole.SECONDARY
+        return MetricRole.GUARDRAIL
 
     @property
     def relative_increase_limit(self) -> float | None:
@@ -305,12 +354,17 @@ class ExperimentSpec(_Model):
     on_weight_drift: WeightDrift = WeightDrift.RESTORE
     webhooks: list[WebhookSpec] = Field(default_factory=list)
     notifications: list[NotificationSpec] = Field(default_factory=list)
+    ab_test: ABTestSpec | None = None
+    objective: ObjectiveSpec | None = None
+    segments: list[str] | None = None
     # Contract fields of later strategies: accepted so manifests validate.
-    ab_test: dict[str, Any] | None = None
     shadow: dict[str, Any] | None = None
     bandit: dict[str, Any] | None = None
-    objective: dict[str, Any] | None = None
-    segments: list[str] | None = None
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_labels(cls, value: list[str] | None) -> list[str] | None:
+        return check_segments(value)
 
     @field_validator("strategy")
     @classmethod
@@ -352,6 +406,63 @@ class ExperimentSpec(_Model):
             where = "candidate.workload" if self.candidate is not None else "candidates[0].workload"
             raise _problem("baseline and candidate are the same workload", subpath=where, value=workloads[1])
         return self
+
+    @model_validator(mode="after")
+    def _ab_test(self) -> ExperimentSpec:
+        if self.strategy is Strategy.AB_TEST and self.objective is None:
+            raise _problem("is required for strategy ABTest", subpath="objective", value=None)
+        # Checked whenever given, as the CRD's rules do (whatever the strategy).
+        objective = [("objective.metric", self.objective.metric)] if self.objective is not None else []
+        by_name = {metric.name: metric for metric in self.metrics}
+        for where, name in (*objective, *self._fairness_metric()):
+            metric = by_name.get(name)
+            if metric is None:
+                raise _problem(
+                    f"names no metric in spec.metrics (known: {', '.join(by_name) or 'none'})",
+                    subpath=where,
+                    value=name,
+                )
+            if metric.ratio is None and metric.mean is None:
+                raise _problem(
+                    "must name a ratio or mean metric (a lift needs counts)", subpath=where, value=name
+                )
+        return self
+
+    def _fairness_metric(self) -> list[tuple[str, str]]:
+        fairness = self.ab_test.fairness if self.ab_test is not None else None
+        if fairness is None or fairness.metric is None:
+            return []
+        return [("abTest.fairness.metric", fairness.metric)]
+
+    @property
+    def is_ab_test(self) -> bool:
+        return self.strategy is Strategy.AB_TEST
+
+    @property
+    def ab(self) -> ABTestSpec:
+        """The A/B settings (defaults when ``abTest`` is omitted)."""
+        return self.ab_test if self.ab_test is not None else ABTestSpec()
+
+    @property
+    def interval(self) -> datetime.timedelta:
+        """How often the experiment is evaluated."""
+        return self.ab.interval if self.is_ab_test else self.canary.interval
+
+    def metric(self, name: str) -> MetricSpec | None:
+        return next((metric for metric in self.metrics if metric.name == name), None)
+
+    @property
+    def guardrails(self) -> list[MetricSpec]:
+        """The metrics that roll back when they break: all of a canary's; an A/B test's Guardrail ones."""
+        if not self.is_ab_test:
+            return list(self.metrics)
+        objective = self.objective.metric if self.objective is not None else None
+        return [m for m in self.metrics if m.name != objective and m.effective_role is MetricRole.GUARDRAIL]
+
+    @property
+    def secondary_metrics(self) -> list[MetricSpec]:
+        objective = self.objective.metric if self.objective is not None else None
+        return [m for m in self.metrics if m.name != objective and m.effective_role is MetricRole.SECONDARY]
 
     @property
     def the_candidate(self) -> Variant:

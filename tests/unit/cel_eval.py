@@ -18,9 +18,10 @@ its order (k8s.io/apiextensions-apiserver, registry/customresource/strategy.go):
    object, with ``self`` bound to that node's value.
 
 CEL is cel-python's (``celpy``), fed values typed by the schema as the API
-server types them (``number`` is a double even when written ``2``).  The one
-Kubernetes CEL extension the rules use and celpy lacks, ``isSorted()`` of
-the Kubernetes lists library, is implemented here from Kubernetes' docs.
+server types them (``number`` is a double even when written ``2``).  The
+Kubernetes CEL extensions the rules use and celpy lacks, ``isSorted()`` of
+the Kubernetes lists library and ``lowerAscii()`` of its strings library,
+are implemented here from Kubernetes' (and cel-go's) docs.
 celpy's ``matches()`` is RE2, as cel-go's is, and schema ``pattern``s are
 matched with RE2 here too (Go's regexp is RE2: ``$`` is the end of the text,
 ``\\s`` is ASCII whitespace).  The messages follow kube-apiserver's wording
@@ -82,8 +83,24 @@ def _is_sorted(values: Any) -> ct.BoolType:
     return ct.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lower_ascii(value: Any) -> ct.StringType:
+    """``<string>.lowerAscii() <string>`` of the Kubernetes strings library (cel-go's ext.Strings).
+
+    "Returns a new string where all ASCII characters are lower-cased.  This
+    function does not perform Unicode case-mapping for characters outside the
+    ASCII range" -- so ``'\\u212a'`` (the Kelvin sign) stays as it is, unlike
+    with Python's ``str.lower()``.
+    """
+    if not isinstance(value, ct.StringType):
+        raise TypeError(f"lowerAscii() needs a string, got {type(value).__name__}")
+    return ct.StringType(str(value).translate(_ASCII_LOWER))
+
+
 # Kubernetes CEL functions the rules may use that celpy does not have, by name.
-EXTENSIONS: dict[str, Callable[..., Any]] = {"isSorted": _is_sorted}
+EXTENSIONS: dict[str, Callable[..., Any]] = {"isSorted": _is_sorted, "lowerAscii": _lower_ascii}
 # Macros: parsed by celpy (not functions), with their variable bound per element.
 MACROS = frozenset({"has", "all", "exists", "exists_one", "map", "filter"})
 # Functions of CEL's standard library celpy evaluates (operators excluded).

@@ -337,3 +337,36 @@ def test_status_round_trip_keeps_results_and_outcome() -> None:
     again = status.parse_state(rendered)
     assert again.outcome == "Discard" and again.results == state.results
     assert len(rendered["timeline"]) <= 101
+
+
+def test_fairness_on_a_metric_other_than_the_objective() -> None:
+    """Conversion is fine everywhere; loan approvals drop in eu: fairness judges approvals per segment."""
+    metrics = [
+        {"name": "conversion", "ratio": {"success": SUCCESS, "total": TOTAL}},
+        {"name": "approval", "ratio": {"success": SUCCESS, "total": TOTAL}},
+    ]
+    experiment = ab_spec(
+        metrics=metrics, segments=["region"], fairness={"margin": 0.1, "metric": "approval"}, maxDuration="2h"
+    )
+    fine = Truth({BASE: 0.05, CAND: 0.05}, requests=9000, segments={
+        "region=eu": {BASE: 0.05, CAND: 0.05}, "region=us": {BASE: 0.05, CAND: 0.05}})  # fmt: skip
+    unfair = Truth({BASE: 0.3, CAND: 0.25}, requests=9000, segments={
+        "region=eu": {BASE: 0.3, CAND: 0.15}, "region=us": {BASE: 0.3, CAND: 0.35}})  # fmt: skip
+    rng = np.random.default_rng(9)
+    now = T0
+    state = canary.decide(experiment, model.State(), model.Observation(None), now).state
+    for _ in range(120):
+        now += INTERVAL
+        conversion = interval(rng, experiment, fine)
+        approval = interval(rng, experiment, unfair).metrics[0]  # type: ignore[index]
+        metrics_now = (conversion.metrics[0], dataclasses.replace(approval, name="approval"))  # type: ignore[index]
+        state = canary.decide(
+            experiment, state, dataclasses.replace(conversion, metrics=metrics_now), now
+        ).state
+        if state.phase.is_final:
+            break
+    assert state.outcome == "Discard" and state.reason == "UnfairToSegment", state.message
+    assert "region=eu (approval" in state.message
+    rows = {(row["metric"], row["segment"]["region"]): row for row in state.results["segments"]}
+    assert rows["approval", "eu"]["unfair"] is True and rows["approval", "us"]["unfair"] is False
+    assert rows["conversion", "eu"]["unfair"] is False  # the objective's rows are not judged here

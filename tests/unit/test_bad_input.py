@@ -7,7 +7,10 @@ the fields -- never another exception, which would crash the reconciler on
 every tick (and wedge deletion behind the finalizer).  Whatever parses must
 then run: ``canary.decide`` from a fresh state, with plausible observations
 and with hostile ones (weights that do not add up, missing metrics, NaN),
-keeps its invariants and writes a status the API server accepts.
+keeps its invariants and writes a status the API server accepts.  A/B tests
+too: their seeds put every field of abTest, objective, segments and mean
+metrics in the fuzzers' reach, and their observations carry the sums,
+segments and assigned users the A/B core reads.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from modelrollout.core import canary, model
 from modelrollout.core.model import Phase
 
 from core_helpers import T0, histogram
-from test_crd import CRD_PATH, make_validator
+from test_crd import CRD_PATH, MODEL_EXPERIMENT_FILES, make_validator
 
-ROOT = Path(__file__).resolve().parents[2]
 # Derandomized: CI runs the same examples every time (a new random find is a bug to fix, not a flake).
 FAST = settings(
     max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -48,7 +50,7 @@ def _load(path: Path) -> Node:
     return spec_
 
 
-EXAMPLES = [_load(path) for path in sorted((ROOT / "examples").glob("**/experiment.yaml"))]
+EXAMPLES = [_load(path) for path in MODEL_EXPERIMENT_FILES]  # 01-minimal first
 # Every field of a canary at once: examples, plus what none of them shows together.
 EVERYTHING: Node = {
     **copy.deepcopy(EXAMPLES[0]),
@@ -76,14 +78,58 @@ EVERYTHING: Node = {
     "notifications": [{"name": "chat", "type": "slack", "events": ["Promoted", "RolledBack"],
                        "urlFrom": {"secretKeyRef": {"name": "hooks", "key": "slack"}}}],
 }  # fmt: skip
-SEEDS = [*EXAMPLES, EVERYTHING]
+RATIO: Node = {
+    "name": "conversion",
+    "ratio": {
+        "success": 'sum(c{w="{{ workload }}"}[{{ interval }}])',
+        "total": 'sum(r{w="{{ workload }}"}[{{ interval }}])',
+    },
+}
+MEAN: Node = {
+    "name": "revenue",
+    "mean": {"sum": 'sum(v_sum{w="{{ workload }}"})', "count": 'sum(v_count{w="{{ workload }}"})'},
+}
+# The smallest A/B test, and one with every A/B field.
+AB_MINIMAL: Node = {
+    **copy.deepcopy(EXAMPLES[0]),
+    "strategy": "ABTest",
+    "objective": {"metric": "conversion", "minimumEffect": 0.05},
+    "metrics": [RATIO],
+}
+AB_EVERYTHING: Node = {
+    **copy.deepcopy(EVERYTHING),
+    "strategy": "ABTest",
+    "abTest": {
+        "split": 30, "interval": "2m", "maxDuration": "3d", "autoPromote": True, "aa": False,
+        "stickiness": {"cookie": "mexp-churn-v2", "maxAge": "7d"},
+        "match": [{"name": "beta", "headers": {"x-tier": {"exact": "beta"}}, "uri": {"prefix": "/predict"},
+                   "scheme": {"exact": "https"}, "method": {"regex": "^POST$"}, "authority": {"prefix": "c"},
+                   "withoutHeaders": {"x-bot": {"exact": "1"}}, "queryParams": {"ab": {"exact": "1"}},
+                   "ignoreUriCase": True, "port": 8080, "sourceLabels": {"app": "web"},
+                   "sourceNamespace": "ml"}],
+        "assignmentQuery": 'sum(increase(assigned_total{w="{{ workload }}"}[{{ interval }}]))',
+        "minSamples": 50,
+        "fairness": {"margin": 0.1, "metric": "conversion"},
+    },
+    "objective": {"metric": "conversion", "direction": "Increase", "minimumEffect": 0.05, "power": 0.8},
+    "segments": ["region", "device"],
+    "metrics": [
+        RATIO,
+        {**MEAN, "squares": None, "role": "Secondary"},
+        {"name": "error-rate", "builtin": "error-rate", "max": 0.05, "role": "Guardrail"},
+        {"name": "aov", "mean": {**MEAN["mean"], "squares": 'sum(v_sq{w="{{ workload }}"})'}, "min": 0},
+    ],
+}  # fmt: skip
+del AB_EVERYTHING["metrics"][1]["squares"]
+SEEDS = [*EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING]
 
 
 def test_the_seeds_are_valid() -> None:
     """The fuzzers start from specs that parse, so what they find is the mutation's doing."""
     for seed in SEEDS:
         spec.parse_spec(seed)
-    assert len(SEEDS) >= 5
+    assert len(SEEDS) >= 7
+    assert [spec.parse_spec(seed).is_ab_test for seed in SEEDS].count(True) >= 3  # + the demo's
 
 
 # --------------------------------------------------------------------------- strategies
@@ -229,17 +275,24 @@ def test_mutated_examples_only_ever_raise_spec_error(raw: Any) -> None:
             "spec.metrics[0].maxRelativeIncrease",
         ),
         ({**EXAMPLES[0], "analysis": {"alpha": 5e-324}}, "spec.analysis.alpha"),
+        ({**AB_MINIMAL, "abTest": {"match": [{"\n": []}]}}, "spec.abTest.match[0]['\\n']"),
+        (
+            {**AB_MINIMAL, "abTest": {"match": [{"headers": {"a\nb": {}}}]}},
+            "spec.abTest.match[0].headers['a\\nb']",
+        ),
     ],
     ids=["a string", "a list", "a boolean", "deep in a bool", "deep in a list", "400-digit ms",
          "5000-digit duration", "longer than Go's durations", "NaN max", "-inf min", "inf relative",
-         "vanishing alpha"],
+         "vanishing alpha", "newline in a cohort field", "newline in a header name"],
 )  # fmt: skip
 def test_inputs_that_used_to_crash_or_slip_through(raw: Any, path: str) -> None:
     """Found by the fuzzers: each raised something other than SpecError, or parsed and then crashed the
-    core (a 999999999d step outlives datetime) or disabled a guardrail (nothing compares true with NaN)."""
+    core (a 999999999d step outlives datetime) or disabled a guardrail (nothing compares true with NaN),
+    or named its field on two lines (a newline in a key)."""
     with pytest.raises(spec.SpecError) as caught:
         spec.parse_spec(raw)
     assert path in [problem.path for problem in caught.value.problems]
+    assert parse_or_problems(raw) is None  # ... and each problem on one line
 
 
 # --------------------------------------------------------------------------- the core, on whatever parses
@@ -298,16 +351,55 @@ def runnable_specs(draw: st.DrawFn) -> Node:
     return raw
 
 
+@st.composite
+def runnable_ab_specs(draw: st.DrawFn) -> Node:
+    """Valid A/B tests from the edges: a 1% or 99% split, 1 ms to 292 years, tiny and huge effects."""
+    raw = draw(runnable_specs())
+    objective = draw(
+        st.sampled_from([RATIO, MEAN, {"name": "aov", "mean": {**MEAN["mean"], "squares": "up"}}])
+    )
+    others = [m for m in raw["metrics"] if m["name"] not in ("conversion", "revenue", "aov")]
+    secondary = draw(st.lists(st.sampled_from([RATIO, MEAN]), unique_by=lambda m: m["name"], max_size=2))
+    metrics = [objective, *(m for m in secondary if m["name"] != objective["name"]), *others]
+    ab: Node = {
+        "split": draw(st.integers(1, 99)),
+        "interval": draw(DURATIONS),
+        "minSamples": draw(st.integers(1, 2**62)),
+        "aa": draw(st.booleans()),
+        "autoPromote": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        ab["maxDuration"] = draw(DURATIONS)
+    if draw(st.booleans()):
+        ab["assignmentQuery"] = 'sum(assigned{w="{{ workload }}"})'
+    if draw(st.booleans()):
+        ab["fairness"] = {"margin": draw(st.floats(1e-9, 1, exclude_min=True, exclude_max=True))}
+    raw.update(
+        strategy="ABTest",
+        abTest=ab,
+        objective={
+            "metric": objective["name"],
+            "direction": draw(st.sampled_from(["Increase", "Decrease"])),
+            "minimumEffect": draw(st.floats(1e-9, 10) | st.sampled_from([1e-9, 0.01, 10.0])),
+            "power": draw(st.floats(0.01, 0.99)),
+        },
+        metrics=metrics,
+    )
+    if draw(st.booleans()):
+        raw["segments"] = draw(st.lists(st.sampled_from(["region", "device"]), unique=True, min_size=1))
+    return raw
+
+
 def test_runnable_specs_parse() -> None:
     @settings(max_examples=50, deadline=None, derandomize=True)
-    @given(runnable_specs())
+    @given(runnable_specs() | runnable_ab_specs())
     def check(raw: Node) -> None:
         spec.parse_spec(raw)
 
     check()
 
 
-SPECS_THAT_MAY_RUN = runnable_specs() | mutated_specs()
+SPECS_THAT_MAY_RUN = runnable_specs() | runnable_ab_specs() | mutated_specs()
 
 
 # Providers promise finite values in OK results (NaN and Inf are outcomes of their own), but nothing
@@ -369,16 +461,68 @@ def observations(
             pair = st.builds(model.Counts, values, values)
             counts = draw(st.fixed_dictionaries({base: pair, cand: pair}))
             histograms = draw(st.fixed_dictionaries({base: _histogram(values), cand: _histogram(values)}))
+        sums, segments = draw(_sums(experiment, name, plausible)) if experiment.is_ab_test else (None, None)
         samples.append(
             model.MetricSample(
                 name,
                 results,
                 counts=counts if draw(st.booleans()) else None,
                 histograms=histograms if draw(st.booleans()) else None,
+                sums=sums,
+                segments=segments,
             )
         )
     requests = draw(st.none() | st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
-    return model.Observation(weights, annotations, 1, metrics=tuple(samples), requests=requests)
+    assignments = None
+    if experiment.is_ab_test and experiment.ab.assignment_query is not None:
+        assignments = draw(st.none() | st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+    return model.Observation(
+        weights, annotations, 1, metrics=tuple(samples), requests=requests, assignments=assignments
+    )
+
+
+@st.composite
+def _sums(
+    draw: st.DrawFn, experiment: spec.ExperimentSpec, name: str, plausible: bool
+) -> tuple[dict[str, model.Sums] | None, dict[str, dict[str, model.Sums]] | None]:
+    """An A/B test's raw material of a ratio or mean metric: per variant, overall and per segment.
+
+    Plausible: whole counts (observations, and a ratio's successes among them), a mean's squares
+    consistent with its sum.  Hostile: any finite numbers, squares or not, variants missing."""
+    metric = experiment.metric(name)
+    if metric is None or (metric.ratio is None and metric.mean is None) or not draw(st.integers(0, 5)):
+        return None, None
+    workloads = [experiment.baseline.workload, experiment.the_candidate.workload]
+
+    def one() -> model.Sums:
+        if not plausible:
+            squares = draw(st.none() | FINITE)
+            return model.Sums(draw(FINITE), draw(FINITE), squares)
+        count = float(draw(st.integers(0, 10**6)))
+        if metric.ratio is not None:
+            return model.Sums(count, float(round(count * draw(st.floats(0, 1)))))
+        mean, spread = draw(st.floats(-1e3, 1e3)), draw(st.floats(0, 1e3))
+        squares = count * (mean * mean + spread * spread) if metric.mean and metric.mean.squares else None
+        return model.Sums(count, count * mean, squares)
+
+    if not plausible and draw(st.booleans()):
+        workloads = draw(st.lists(st.sampled_from([*workloads, "stranger"]), unique=True))
+    by_segment: dict[str, dict[str, model.Sums]] | None = None
+    if experiment.segments and draw(st.booleans()):
+        labels = draw(st.lists(st.sampled_from(["eu", "us", "", "ap"]), unique=True, min_size=1, max_size=3))
+        keys = [",".join(f"{label}={value}" for label in experiment.segments) for value in labels]
+        by_segment = {key: {w: one() for w in workloads} for key in keys}
+        overall: dict[str, model.Sums] = {}
+        for w in workloads:
+            parts = [by_segment[key][w] for key in keys]
+            squares = [s.squares for s in parts]
+            overall[w] = model.Sums(
+                sum(s.count for s in parts),
+                sum(s.total for s in parts),
+                None if None in squares else sum(q for q in squares if q is not None),
+            )
+        return overall, by_segment
+    return {w: one() for w in workloads}, None
 
 
 @functools.cache
@@ -409,7 +553,8 @@ def _check_decision(
     if state.phase is Phase.SUCCEEDED:
         assert dict(state.weights) == {base: 0, cand: 100}
     if state.phase is Phase.PROGRESSING and state.weights:
-        assert state.weights[cand] == experiment.canary.steps[state.step - 1]
+        planned = experiment.ab.split if experiment.is_ab_test else experiment.canary.steps[state.step - 1]
+        assert state.weights[cand] == planned
     assert decision.requeue_after >= datetime.timedelta(0)
     assert "\n" not in state.message
     rendered = status_mod.render(decision, previous, now, cand)
@@ -424,7 +569,7 @@ def _check_decision(
 def _run(data: st.DataObject, experiment: spec.ExperimentSpec, plausible: bool) -> None:
     state, stored, now = model.State(), {}, T0
     for _ in range(data.draw(st.integers(1, 6), label="ticks")):
-        now += data.draw(st.sampled_from([experiment.canary.interval, datetime.timedelta(seconds=1)]))
+        now += data.draw(st.sampled_from([experiment.interval, datetime.timedelta(seconds=1)]))
         due = canary.evaluation_due(experiment, state, now)
         obs = data.draw(observations(experiment, state, due, plausible))
         decision = canary.decide(experiment, state, obs, now)

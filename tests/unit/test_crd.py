@@ -27,12 +27,18 @@ import pydantic
 import pytest
 import yaml
 
-from modelrollout import durations, spec, spec_hooks, templates
+from modelrollout import durations, spec, spec_ab, spec_hooks, templates
+from modelrollout import status as status_mod
+from modelrollout.core import abtest, lift
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "modelexperiments.modelrollout.io.yaml"
 EXAMPLES = ROOT / "examples"
 EXPERIMENT_FILES = sorted(EXAMPLES.glob("**/experiment.yaml"))
+# Every ModelExperiment the examples hold (the demo's A/B test too, beside its experiment.yaml).
+MODEL_EXPERIMENT_FILES = sorted(
+    path for path in EXAMPLES.glob("**/*.yaml") if re.search(r"(?m)^kind: ModelExperiment$", path.read_text())
+)
 
 Node = dict[str, Any]
 
@@ -385,7 +391,8 @@ def test_property_names_match_the_model(spec_schema: Node) -> None:
     assert {
         spec.ExperimentSpec, spec.VirtualServiceRef, spec.Variant, spec.CanarySpec, spec.MetricSpec,
         spec.RatioQuery, spec.AnalysisSpec, spec.PrometheusSpec, spec_hooks.WebhookSpec,
-        spec_hooks.NotificationSpec, spec_hooks.ValueFrom, spec_hooks.SecretKeyRef,
+        spec_hooks.NotificationSpec, spec_hooks.ValueFrom, spec_hooks.SecretKeyRef, spec.MeanQuery,
+        spec_ab.ABTestSpec, spec_ab.Stickiness, spec_ab.FairnessSpec, spec_ab.ObjectiveSpec,
     } <= seen  # fmt: skip
 
 
@@ -401,7 +408,8 @@ def test_required_fields_match_the_model(spec_schema: Node) -> None:
      (".spec.metrics[].builtin", spec.Builtin), (".spec.webhooks[].type", spec_hooks.WebhookType),
      (".spec.webhooks[].onDeadline", spec_hooks.OnDeadline),
      (".spec.notifications[].type", spec_hooks.NotifierType),
-     (".spec.notifications[].events[]", spec_hooks.NotificationKind)],
+     (".spec.notifications[].events[]", spec_hooks.NotificationKind),
+     (".spec.metrics[].role", spec.MetricRole), (".spec.objective.direction", spec_ab.Direction)],
 )  # fmt: skip
 def test_enums_match_the_model(spec_schema: Node, path: str, members: type[enum.Enum]) -> None:
     assert node_at({"properties": {"spec": spec_schema}}, path)["enum"] == [m.value for m in members]
@@ -465,7 +473,8 @@ def test_duration_patterns_equal_durations_module(spec_schema: Node) -> None:
     paths = _duration_fields(spec_schema)
     assert set(paths) == {
         ".spec.canary.interval", ".spec.canary.minStepDuration", ".spec.prometheus.timeout",
-        ".spec.abTest.maxDuration", ".spec.shadow.duration", ".spec.bandit.maxDuration",
+        ".spec.abTest.interval", ".spec.abTest.maxDuration", ".spec.abTest.stickiness.maxAge",
+        ".spec.shadow.duration", ".spec.bandit.maxDuration",
         ".spec.webhooks[].timeout", ".spec.webhooks[].deadline", ".spec.notifications[].timeout",
     }  # fmt: skip
     for path in paths:
@@ -480,7 +489,7 @@ def test_duration_patterns_equal_durations_module(spec_schema: Node) -> None:
 # --------------------------------------------------------------------------- examples
 
 
-@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
+@pytest.mark.parametrize("path", MODEL_EXPERIMENT_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_example_validates_against_the_crd(validator: jsonschema.Draft7Validator, path: Path) -> None:
     manifest = load_manifest(path)
     assert manifest["apiVersion"] == "modelrollout.io/v1alpha1"
@@ -492,6 +501,9 @@ def test_example_validates_against_the_crd(validator: jsonschema.Draft7Validator
 def test_there_are_examples() -> None:
     names = {str(p.relative_to(EXAMPLES)) for p in EXPERIMENT_FILES}
     assert {"01-minimal/experiment.yaml", "02-full/experiment.yaml"} <= names
+    assert set(EXPERIMENT_FILES) < set(MODEL_EXPERIMENT_FILES)
+    strategies = {load_manifest(path)["spec"].get("strategy", "Canary") for path in MODEL_EXPERIMENT_FILES}
+    assert {"Canary", "ABTest"} <= strategies
 
 
 @pytest.mark.parametrize(
@@ -625,6 +637,17 @@ CEL_ONLY = [
     {"baseline": {"workload": "churn-v1"}},
     {"candidate": {"subset": "v2", "workload": "churn-v1"}},
     {"candidates": [{"subset": "v2", "workload": "churn-v2"}]},
+    {"metrics": [{"name": "x", "query": "up", "mean": {"sum": "a", "count": "b"}}]},
+    {"metrics": [{"name": "x", "builtin": "error-rate", "role": "Secondary"}]},
+    {"metrics": [{"name": "x", "mean": {"sum": "a", "count": "b{{ model }}"}}]},
+    {"strategy": "ABTest"},
+    {"objective": {"metric": "nope", "minimumEffect": 0.02}},
+    {"objective": {"metric": "error-rate", "minimumEffect": 0.02}},  # a default metric, but a builtin
+    {"abTest": {"fairness": {"margin": 0.1, "metric": "latency-p95"}}},
+    {"abTest": {"interval": "0s"}},
+    {"abTest": {"stickiness": {"maxAge": "0m"}}},
+    {"abTest": {"match": [{"headers": {"Cookie": {"regex": "beta"}}}]}},
+    {"abTest": {"assignmentQuery": "sum(x{v='{{ variant }}'})"}},
 ]
 
 
@@ -661,9 +684,51 @@ def test_schema_and_parse_spec_accept(validator: jsonschema.Draft7Validator, cha
 WORKLOAD = '{workload="{{ workload }}"}'
 
 
-def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Draft7Validator) -> None:
-    """The API.md manifests for ABTest, Shadow and Bandit validate (spec.py refuses to run them yet)."""
-    ab = _with({
+CONVERSION: Node = {
+    "name": "conversion",
+    "ratio": {
+        "success": f"sum(increase(model_conversions_total{WORKLOAD}[{{{{ interval }}}}]))",
+        "total": f"sum(increase(model_requests_total{WORKLOAD}[{{{{ interval }}}}]))",
+    },
+}
+REVENUE: Node = {
+    "name": "revenue",
+    "mean": {
+        "sum": f"sum(increase(model_revenue_sum{WORKLOAD}[{{{{ interval }}}}]))",
+        "count": f"sum(increase(model_revenue_count{WORKLOAD}[{{{{ interval }}}}]))",
+        "squares": f"sum(increase(model_revenue_squares{WORKLOAD}[{{{{ interval }}}}]))",
+    },
+    "role": "Secondary",
+}
+# An A/B test with every field of abTest, objective and segments set.
+AB_TEST: Node = {
+    "strategy": "ABTest",
+    "abTest": {
+        "split": 20,
+        "interval": "5m",
+        "maxDuration": "14d",
+        "autoPromote": True,
+        "stickiness": {"cookie": "mexp-churn-v2", "maxAge": "30d"},
+        "match": [
+            {"name": "beta", "headers": {"x-user-tier": {"exact": "beta"}}, "uri": {"prefix": "/predict"},
+             "withoutHeaders": {"x-internal": {"regex": "^(1|true)$"}}, "queryParams": {"ab": {"exact": "1"}},
+             "method": {"exact": "POST"}, "authority": {"prefix": "churn"}, "scheme": {"exact": "https"},
+             "port": 8080, "ignoreUriCase": True, "sourceLabels": {"app": "web"}, "sourceNamespace": "ml"},
+        ],
+        "aa": False,
+        "assignmentQuery": f"sum(increase(model_assignments_total{WORKLOAD}[{{{{ interval }}}}]))",
+        "minSamples": 500,
+        "fairness": {"margin": 0.05, "metric": "conversion"},
+    },
+    "objective": {"metric": "conversion", "direction": "Increase", "minimumEffect": 0.02, "power": 0.8},
+    "segments": ["region", "device"],
+    "metrics": [CONVERSION, REVENUE, {"name": "error-rate", "builtin": "error-rate", "role": "Guardrail"}],
+}  # fmt: skip
+
+
+def test_ab_test_blocks_are_typed_and_run(validator: jsonschema.Draft7Validator, spec_schema: Node) -> None:
+    """API.md's A/B test manifest, and one with every A/B field, validate and parse (ABTest is supported)."""
+    api_md = _with({
         "strategy": "ABTest",
         "abTest": {
             "split": 50,
@@ -674,14 +739,80 @@ def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Dr
         },
         "objective": {"metric": "conversion", "direction": "Increase", "minimumEffect": 0.02, "power": 0.8},
         "segments": ["region"],
-        "metrics": [{
-            "name": "conversion",
-            "ratio": {
-                "success": f"sum(increase(model_conversions_total{WORKLOAD}[{{{{ interval }}}}]))",
-                "total": f"sum(increase(model_requests_total{WORKLOAD}[{{{{ interval }}}}]))",
-            },
-        }],
+        "metrics": [CONVERSION],
     })  # fmt: skip
+    full = _with(copy.deepcopy(AB_TEST))
+    ab_node = spec_schema["properties"]["abTest"]
+    assert set(AB_TEST["abTest"]) == set(ab_node["properties"]), "AB_TEST sets every abTest field"
+    match_fields = set(ab_node["properties"]["match"]["items"]["properties"])
+    assert set(AB_TEST["abTest"]["match"][0]) == match_fields, "... and every HTTPMatchRequest field"
+    for manifest in (api_md, full):
+        assert errors_of(validator, manifest) == []
+        parsed = spec.parse_spec(manifest["spec"])
+        assert parsed.is_ab_test and parsed.objective is not None and parsed.ab_test is not None
+    parsed = spec.parse_spec(full["spec"])
+    assert parsed.ab.stickiness.max_age == datetime.timedelta(days=30)
+    assert [m.name for m in parsed.secondary_metrics] == ["revenue"]
+    assert [m.name for m in parsed.guardrails] == ["error-rate"]
+    assert parsed.interval == datetime.timedelta(minutes=5)
+
+
+# (change, what the schema's error mentions, whether parse_spec rejects it too).  False: pydantic coerces
+# the value (as test_crd.LENIENT_AT_RUN_TIME), or the check is a CEL rule's (see test_cel_rules).
+AB_PROBES: list[tuple[Node, str, bool]] = [
+    ({"abTest": {"split": 150}}, "maximum of 99", True),
+    ({"abTest": {"split": 0}}, "minimum of 1", True),
+    ({"abTest": {"autoPromote": "no"}}, "'boolean'", False),
+    ({"abTest": {"maxDuration": "two weeks"}}, "does not match", True),
+    ({"abTest": {"interval": "5"}}, "does not match", True),
+    ({"abTest": {"minSamples": 0}}, "minimum of 1", True),
+    ({"abTest": {"stickiness": {"cookie": "a b"}}}, "does not match", True),
+    ({"abTest": {"stickiness": {"cookie": "c" * 65}}}, "is too long", True),
+    ({"abTest": {"stickiness": {"maxAge": "a month"}}}, "does not match", True),
+    ({"abTest": {"match": []}}, "should be non-empty", True),
+    ({"abTest": {"match": [{"headers": {"x": "beta"}}]}}, "'object'", True),
+    ({"abTest": {"match": [{"headers": {}}]}}, "should be non-empty", True),
+    ({"abTest": {"match": [{"uri": {"glob": "/a*"}}]}}, "('glob' was unexpected)", True),
+    ({"abTest": {"match": [{"gateways": ["mesh"]}]}}, "('gateways' was unexpected)", True),
+    ({"abTest": {"match": [{"port": 70000}]}}, "maximum of 65535", True),
+    ({"abTest": {"match": [{"port": "80"}]}}, "'integer'", True),
+    ({"abTest": {"match": [{"ignoreUriCase": "yes"}]}}, "'boolean'", True),
+    ({"abTest": {"match": [{"sourceLabels": {"app": 1}}]}}, "'string'", True),
+    ({"abTest": {"fairness": {"margin": 1}}}, "maximum of 1", True),
+    ({"abTest": {"fairness": {"metric": "conversion"}}}, "'margin' is a required property", True),
+    ({"abTest": {"assignmentQuery": "x" * 4097}}, "is too long", False),  # lengths: a known gap
+    ({"abTest": {"bogus": 1}}, "('bogus' was unexpected)", True),
+    ({"objective": {"metric": "conversion", "minimumEffect": 0.02, "direction": "Up"}}, "is not one of",
+     True),
+    ({"objective": {"minimumEffect": 0.02}}, "'metric' is a required property", True),
+    ({"objective": {"metric": "conversion"}}, "'minimumEffect' is a required property", True),
+    ({"objective": {"metric": "conversion", "minimumEffect": 0}}, "minimum of 0", True),
+    ({"objective": {"metric": "conversion", "minimumEffect": 11}}, "maximum of 10", True),
+    ({"objective": {"metric": "conversion", "minimumEffect": 0.02, "power": 1}}, "maximum of 1", True),
+    ({"segments": ["region", "region"]}, "non-unique", True),
+    ({"segments": ["not a label"]}, "does not match", True),
+    ({"metrics": [{"name": "m", "mean": {"sum": "a"}}]}, "'count' is a required property", True),
+    ({"metrics": [{"name": "m", "mean": {"sum": "a", "count": "b", "cubes": "c"}}]}, "('cubes' was", True),
+    ({"metrics": [{**CONVERSION, "role": "Objective"}]}, "is not one of", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "mentions", "parser_rejects"), AB_PROBES, ids=lambda v: repr(v)[:60])
+def test_ab_test_fields_are_checked_by_schema_and_parser(
+    validator: jsonschema.Draft7Validator, change: Node, mentions: str, parser_rejects: bool
+) -> None:
+    errors = errors_of(validator, _with(change))
+    assert any(mentions in error for error in errors), errors
+    try:
+        spec.parse_spec(_with(change)["spec"])
+    except spec.SpecError:
+        assert parser_rejects, "the parser rejects this now: flip the case"
+    else:
+        assert not parser_rejects, "the schema rejects this, but the operator would run it"
+
+
+def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Draft7Validator) -> None:
+    """The API.md manifests for Shadow and Bandit validate (spec.py refuses to run them yet)."""
     shadow = _with({
         "strategy": "Shadow",
         "shadow": {"mirrorPercent": 100, "duration": "10m",
@@ -697,27 +828,17 @@ def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Dr
         {"subset": "v2", "workload": "churn-v2"},
         {"subset": "v3", "workload": "churn-v3"},
     ]
-    for manifest in (ab, shadow, bandit):
+    for manifest in (shadow, bandit):
         assert errors_of(validator, manifest) == [], manifest["spec"]["strategy"]
         with pytest.raises(spec.SpecError) as caught:
             spec.parse_spec(manifest["spec"])
         # Refused as unsupported, not as malformed.
         assert [p.path for p in caught.value.problems] == ["spec.strategy"]
     probes: list[tuple[Node, str]] = [
-        ({"abTest": {"split": 150}}, "maximum of 99"),
-        ({"abTest": {"autoPromote": "no"}}, "'boolean'"),
-        ({"abTest": {"maxDuration": "two weeks"}}, "does not match"),
-        ({"abTest": {"stickiness": {"cookie": "a b"}}}, "does not match"),
-        ({"abTest": {"match": [{"headers": {"x": "beta"}}]}}, "'object'"),
-        ({"abTest": {"bogus": 1}}, "('bogus' was unexpected)"),
-        ({"objective": {"metric": "conversion", "direction": "Up"}}, "is not one of"),
-        ({"objective": {"direction": "Increase"}}, "'metric' is a required property"),
         ({"shadow": {"mirrorPercent": 100}}, "'duration' is a required property"),
         ({"shadow": {"duration": "10m", "agreement": {"metric": "a", "min": 2}}}, "maximum of 1"),
         ({"bandit": {"reward": "conversion", "confidence": 1}}, "maximum of 1"),
         ({"bandit": {"minWeight": 5}}, "'reward' is a required property"),
-        ({"segments": ["region", "region"]}, "non-unique"),
-        ({"segments": ["not a label"]}, "does not match"),
     ]
     for bad, mentions in probes:
         errors = errors_of(validator, _with(bad))
@@ -763,9 +884,43 @@ STATUS_FIXTURE: Node = {
     "objective": {"metric": "conversion", "lift": 0.034, "interval": [0.012, 0.057]},
 }  # fmt: skip
 
+# What core/abtest.py writes for an A/B test (State.results, rendered by status.render).
+AB_STATUS_FIXTURE: Node = {
+    **STATUS_FIXTURE,
+    "step": 1,
+    "outcome": "Iterate",
+    "startedAt": "2026-11-23T09:00:00Z",
+    "metrics": [
+        {"name": "conversion", "verdict": "Pass", "reason": "conversion: +3.4%", "baseline": 0.1,
+         "candidate": 0.1034, "role": "Objective", "lift": 0.034, "interval": [0.012, 0.057]},
+        {"name": "error-rate", "verdict": "Pass", "reason": "ok", "baseline": 0.01, "candidate": 0.01},
+    ],
+    "objective": {"metric": "conversion", "direction": "Increase", "minimumEffect": 0.02, "baseline": 0.1,
+                  "candidate": 0.1034, "lift": 0.034, "interval": [0.012, 0.057],
+                  "samples": {"churn-v1": 52000, "churn-v2": 51800}, "reason": "lift +3.4% [+1.2%, +5.7%]"},
+    "secondary": [{"metric": "revenue", "baseline": 2.5, "candidate": 2.6, "lift": 0.04,
+                   "interval": [-0.01, 0.09], "alpha": 0.025}],
+    "segments": [
+        {"segment": {"region": "eu", "device": "ios"}, "metric": "conversion", "baseline": 0.1,
+         "candidate": 0.09, "lift": -0.1, "interval": [-0.2, 0.0],
+         "samples": {"churn-v1": 900, "churn-v2": 880}, "reversed": True, "unfair": False},
+        {"segment": {"region": "us", "device": ""}, "reversed": False, "unfair": False},
+    ],
+    "abPlan": {"baselineRate": 0.1, "samplesPerArm": 41000, "requestsPerSecond": 12.5,
+               "expectedDuration": "2d3h", "message": "detecting +2.0% conversion needs 41000 ..."},
+    "srm": {"checked": True, "passed": True, "message": "the users' shares match the split"},
+    "timeline": [
+        {"time": "2026-11-23T09:05:00Z", "weights": {"churn-v1": 50, "churn-v2": 50}, "samples": {}},
+        {"time": "2026-11-23T09:10:00Z", "lift": 0.02, "interval": [-0.5, 0.6],
+         "weights": {"churn-v1": 50, "churn-v2": 50}, "samples": {"churn-v1": 600, "churn-v2": 610}},
+    ],
+    "report": {"configMap": "churn-v2-report", "key": "report.md"},
+}  # fmt: skip
 
-def test_status_fixture_validates(schema: Node) -> None:
-    assert errors_of(make_validator(schema["properties"]["status"]), STATUS_FIXTURE) == []
+
+@pytest.mark.parametrize("fixture", [STATUS_FIXTURE, AB_STATUS_FIXTURE], ids=["canary", "ab-test"])
+def test_status_fixture_validates(schema: Node, fixture: Node) -> None:
+    assert errors_of(make_validator(schema["properties"]["status"]), fixture) == []
 
 
 @pytest.mark.parametrize(
@@ -784,11 +939,32 @@ def test_status_fixture_validates(schema: Node) -> None:
                           "lastTransitionTime": "2026-11-23T10:00:00Z"}]}, "is not one of"),
         ({"conditions": [{"type": "Ready", "status": "True"}]}, "'lastTransitionTime' is a required"),
         ({"kopf": {"progress": {}}}, "('kopf' was unexpected)"),
+        ({"startedAt": "yesterday"}, "is not a 'date-time'"),
+        ({"objective": {"metric": "c", "lift": "big"}}, "'number'"),
+        ({"objective": {"metric": "c", "direction": "Up"}}, "is not one of"),
+        ({"objective": {"metric": "c", "samples": {"churn-v1": -1}}}, "minimum of 0"),
+        ({"objective": {"metric": "c", "interval": [0.1]}}, "is too short"),
+        ({"objective": {"metric": "c", "liftt": 0.1}}, "('liftt' was unexpected)"),
+        ({"secondary": [{"lift": 0.1}]}, "'metric' is a required property"),
+        ({"secondary": [{"metric": "m"}] * 65}, "is too long"),
+        ({"segments": [{"segment": {"region": 1}}]}, "'string'"),
+        ({"segments": [{"segment": {}, "unfair": "no"}]}, "'boolean'"),
+        ({"segments": [{"reversed": True}]}, "'segment' is a required property"),
+        ({"segments": [{"segment": {}}] * 257}, "is too long"),
+        ({"abPlan": {"samplesPerArm": -1}}, "minimum of 0"),
+        ({"abPlan": {"samplesPerArm": 1.5}}, "'integer'"),
+        ({"srm": {"checked": "yes"}}, "'boolean'"),
+        ({"timeline": [{"lift": 0.1}]}, "'time' is a required property"),
+        ({"timeline": [{"time": "now"}]}, "is not a 'date-time'"),
+        ({"timeline": [{"time": "2026-11-23T09:05:00Z", "weights": {"churn-v2": 101}}]}, "maximum of 100"),
+        ({"timeline": [{"time": "2026-11-23T09:05:00Z"}] * 129}, "is too long"),
+        ({"report": {"configMap": "x", "bogus": 1}}, "('bogus' was unexpected)"),
+        ({"metrics": [{"name": "x", "role": 1}]}, "'string'"),
     ],
     ids=lambda v: repr(v)[:50],
 )  # fmt: skip
 def test_status_schema_rejects(schema: Node, change: Node, mentions: str) -> None:
-    status = {**STATUS_FIXTURE, **change}
+    status = {**AB_STATUS_FIXTURE, **change}
     errors = errors_of(make_validator(schema["properties"]["status"]), status)
     assert any(mentions in error for error in errors), errors
 
@@ -811,11 +987,21 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "noDataChecks": "integer", "stepChecks": "integer", "lastEvaluatedAt": "string", "gates": "object",
         "history": "array", "outcome": "string", "objective": "object", "reason": "string", "plan": "string",
         "analysisState": "object", "approval": "object",
+        # A/B tests (core/abtest.py; status.RESULT_FIELDS).
+        "startedAt": "string", "secondary": "array", "segments": "array", "abPlan": "object", "srm": "object",
+        "timeline": "array", "report": "object",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected
+    assert set(status_mod.RESULT_FIELDS) <= set(status)
     assert status["history"]["maxItems"] == 50
-    for name in ("stepStartedAt", "lastEvaluatedAt"):
+    for name in ("stepStartedAt", "lastEvaluatedAt", "startedAt"):
         assert status[name]["format"] == "date-time"
+    assert status["outcome"]["enum"] == [o.value for o in lift.Outcome]
+    # The lists the operator caps fit their bounds.
+    assert status["timeline"]["maxItems"] >= abtest.TIMELINE_LIMIT
+    assert status["secondary"]["maxItems"] >= node_at(schema, ".spec.metrics")["maxItems"]
+    segment_labels = status["segments"]["items"]["properties"]["segment"]["maxProperties"]
+    assert segment_labels == node_at(schema, ".spec.segments")["maxItems"]
     assert status["gates"]["additionalProperties"]["type"] == "string"
     metric = status["metrics"]["items"]["properties"]
     assert {"effect", "interval", "evidence", "pValue"} <= set(metric)
@@ -833,6 +1019,7 @@ COLUMNS = {
     "DECISION": (".status.decision", "string", 0),
     "AGE": (".metadata.creationTimestamp", "date", 0),
     "INTERVAL": (".spec.canary.interval", "string", 1),
+    "OUTCOME": (".status.outcome", "string", 1),
     "FAILED": (".status.failedChecks", "integer", 1),
     "REASON": (".status.message", "string", 1),
 }
@@ -950,6 +1137,21 @@ REQUIRED_RULES = [
     (".spec", "c.workload != self.baseline.workload"),
     (".spec.canary.interval", "!self.matches("),
     (".spec.prometheus.timeout", "!self.matches("),
+    (".spec.metrics[]", "(has(self.ratio) ? 1 : 0) + (has(self.mean) ? 1 : 0) == 1"),
+    (".spec.metrics[]", "self.role != 'Secondary' || has(self.ratio) || has(self.mean)"),
+    (".spec.metrics[].mean.sum", "self.matches("),
+    (".spec.metrics[].mean.count", "self.matches("),
+    (".spec.metrics[].mean.squares", "self.matches("),
+    (".spec", "self.strategy != 'ABTest' || has(self.objective)"),
+    (".spec", "self.metrics.exists(m, m.name == self.objective.metric)"),
+    (".spec", "m.name != self.objective.metric || has(m.ratio) || has(m.mean)"),
+    (".spec", "m.name == self.abTest.fairness.metric && (has(m.ratio) || has(m.mean))"),
+    (".spec.abTest.interval", "!self.matches("),
+    (".spec.abTest.maxDuration", "!self.matches("),
+    (".spec.abTest.stickiness.maxAge", "!self.matches("),
+    (".spec.abTest.assignmentQuery", "self.matches("),
+    (".spec.abTest.match[]", "k.lowerAscii() == 'cookie'"),
+    (".spec.segments", "self.exists_one(t, t == s)"),
 ]
 
 
@@ -968,14 +1170,23 @@ def _regex_in(rule: str) -> str:
 def _placeholder_regexes(schema: Node) -> list[str]:
     return [
         _regex_in(rule["rule"])
-        for path in (".spec.metrics[].query", ".spec.metrics[].ratio.success", ".spec.metrics[].ratio.total")
+        for path in TEMPLATE_FIELDS
         for rule in node_at(schema, path)["x-kubernetes-validations"]
     ]
 
 
+# Every PromQL template of the spec: spec.py checks each with templates.unknown_placeholders.
+TEMPLATE_FIELDS = (
+    ".spec.metrics[].query", ".spec.metrics[].ratio.success", ".spec.metrics[].ratio.total",
+    ".spec.metrics[].mean.sum", ".spec.metrics[].mean.count", ".spec.metrics[].mean.squares",
+    ".spec.abTest.assignmentQuery",
+)  # fmt: skip
+
+
 def test_placeholder_rules_name_exactly_the_template_variables(schema: Node) -> None:
     regexes = _placeholder_regexes(schema)
-    assert len(set(regexes)) == 1, "query, ratio.success and ratio.total use one rule"
+    assert len(regexes) == len(TEMPLATE_FIELDS)
+    assert len(set(regexes)) == 1, "every template field (query, ratio, mean, assignmentQuery) uses one rule"
     (names,) = re.findall(r"\(((?:[a-z]+\|)+[a-z]+)\)", regexes[0])
     assert set(names.split("|")) == set(templates.VARIABLES)
 

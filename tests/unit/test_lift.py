@@ -489,3 +489,11 @@ def test_degenerate_inputs_never_raise_nor_give_nan() -> None:
         {"a": (Moments(), Moments.from_dict("x"))}, made(0.1, 0.2, 0.15), "ratio", nan, nan
     )
     assert not table[0].reversed and lift.unfair_segments(table, nan, "Increase") == []
+
+
+def test_vanishing_means_do_not_crash_the_estimate_or_the_plan() -> None:
+    """Found by fuzzing: squares of tiny means underflow to 0 (division) or sd/mean overflows."""
+    est = lift.estimate(lift.Moments().add(1, 1), lift.Moments().add(1, 4.9e-307), "ratio")
+    json.dumps(dataclasses.asdict(est), allow_nan=False)  # whatever it says, it says it in JSON
+    assert est.interval is None or est.interval[0] <= (est.lift or 0) <= est.interval[1]
+    assert lift.samples_per_arm("mean", 1e-300, 1e10, 0.1, 0.05, 0.8, 50) is None

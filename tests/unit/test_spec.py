@@ -16,12 +16,14 @@ from modelrollout import durations, templates
 from modelrollout.spec import (
     Builtin,
     ExperimentSpec,
+    MetricRole,
     NoDataPolicy,
     SpecError,
     SpecProblem,
     Strategy,
     parse_spec,
 )
+from modelrollout.spec_ab import Direction
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("**/experiment.yaml"))
@@ -35,6 +37,28 @@ MINIMAL: dict[str, Any] = {
 
 DELETE = object()
 
+CONVERSION: dict[str, Any] = {
+    "name": "conversion",
+    "ratio": {
+        "success": 'sum(conversions{w="{{ workload }}"})',
+        "total": 'sum(requests{w="{{ workload }}"})',
+    },
+}
+REVENUE: dict[str, Any] = {
+    "name": "revenue",
+    "mean": {
+        "sum": 'sum(revenue_sum{w="{{ workload }}"})',
+        "count": 'sum(revenue_count{w="{{ workload }}"})',
+    },
+}
+ERRORS: dict[str, Any] = {"name": "error-rate", "builtin": "error-rate"}
+# The smallest A/B test (spec_with's changes on top of MINIMAL).
+AB: dict[str, Any] = {
+    "strategy": "ABTest",
+    "objective": {"metric": "conversion", "minimumEffect": 0.02},
+    "metrics": [CONVERSION, REVENUE, ERRORS],
+}
+
 
 def spec_with(**changes: Any) -> dict[str, Any]:
     """MINIMAL with changes at dotted paths (`canary__steps` stands for `canary.steps`)."""
@@ -47,7 +71,7 @@ def spec_with(**changes: Any) -> dict[str, Any]:
         if value is DELETE:
             target.pop(last, None)
         else:
-            target[last] = value
+            target[last] = copy.deepcopy(value)  # later changes may reach into it (`objective__power`)
     return raw
 
 
@@ -128,6 +152,112 @@ def test_full_example_values() -> None:
     assert any(m.query is not None for m in parsed.metrics)
 
 
+def test_ab_test_gets_every_default() -> None:
+    parsed = parse_spec(spec_with(**AB))
+    assert parsed.strategy is Strategy.AB_TEST and parsed.is_ab_test
+    assert parsed.ab_test is None  # omitted: the defaults apply
+    ab = parsed.ab
+    assert (ab.split, ab.interval, ab.max_duration, ab.min_samples) == (
+        50, datetime.timedelta(minutes=1), datetime.timedelta(days=14), 100,
+    )  # fmt: skip
+    assert (ab.auto_promote, ab.aa, ab.match, ab.assignment_query, ab.fairness) == (
+        False,
+        False,
+        None,
+        None,
+        None,
+    )
+    assert (ab.stickiness.cookie, ab.stickiness.max_age) == (None, None)
+    assert parsed.interval == datetime.timedelta(minutes=1)
+    objective = parsed.objective
+    assert objective is not None
+    assert (objective.metric, objective.direction, objective.minimum_effect, objective.power) == (
+        "conversion", Direction.INCREASE, 0.02, 0.8,
+    )  # fmt: skip
+    assert parsed.segments is None
+
+
+def test_ab_test_metric_roles() -> None:
+    """Besides the objective: a ratio or mean without thresholds is Secondary, anything else a Guardrail."""
+    metrics = [
+        CONVERSION,
+        REVENUE,
+        ERRORS,
+        {"name": "ctr", "ratio": CONVERSION["ratio"], "min": 0.01},
+        {"name": "aov", "mean": REVENUE["mean"], "role": "Guardrail"},
+        {"name": "p95", "builtin": "latency-p95", "role": "Guardrail"},
+    ]
+    parsed = parse_spec(spec_with(**{**AB, "metrics": metrics}))
+    roles = {m.name: m.effective_role for m in parsed.metrics}
+    assert roles == {
+        "conversion": MetricRole.SECONDARY, "revenue": MetricRole.SECONDARY,
+        "error-rate": MetricRole.GUARDRAIL, "ctr": MetricRole.GUARDRAIL, "aov": MetricRole.GUARDRAIL,
+        "p95": MetricRole.GUARDRAIL,
+    }  # fmt: skip
+    # The objective is neither.
+    assert [m.name for m in parsed.secondary_metrics] == ["revenue"]
+    assert [m.name for m in parsed.guardrails] == ["error-rate", "ctr", "aov", "p95"]
+    # A canary judges every metric as a guardrail.
+    canary = parse_spec(spec_with(metrics=metrics))
+    assert [m.name for m in canary.guardrails] == [m["name"] for m in metrics]
+
+
+def test_ab_test_with_every_field() -> None:
+    raw = spec_with(**{
+        **AB,
+        "objective": {"metric": "revenue", "direction": "Decrease", "minimumEffect": 0.05, "power": 0.9},
+        "abTest": {
+            "split": 10, "interval": "5m", "maxDuration": "2w", "autoPromote": True, "aa": True,
+            "stickiness": {"cookie": "mexp-churn", "maxAge": "30d"},
+            "match": [{"name": "beta", "headers": {"x-tier": {"exact": "beta"}}, "uri": {"prefix": "/p"},
+                       "scheme": {"exact": "https"}, "method": {"regex": "^(GET|POST)$"},
+                       "authority": {"prefix": "churn"}, "withoutHeaders": {"x-bot": {"exact": "1"}},
+                       "queryParams": {"ab": {"exact": "1"}}, "ignoreUriCase": True, "port": 8080,
+                       "sourceLabels": {"app": "web"}, "sourceNamespace": "ml"}],
+            "assignmentQuery": 'sum(increase(assigned{w="{{ workload }}"}[{{ interval }}]))',
+            "minSamples": 1000,
+            "fairness": {"margin": 0.05, "metric": "revenue"},
+        },
+        "segments": ["region", "device_type"],
+    })  # fmt: skip
+    parsed = parse_spec(raw)
+    ab = parsed.ab
+    assert (ab.split, ab.interval, ab.max_duration) == (
+        10,
+        datetime.timedelta(minutes=5),
+        datetime.timedelta(weeks=2),
+    )
+    assert (ab.stickiness.cookie, ab.stickiness.max_age) == ("mexp-churn", datetime.timedelta(days=30))
+    assert ab.match == raw["abTest"]["match"]  # passed on to the VirtualService as written
+    assert ab.fairness is not None and (ab.fairness.margin, ab.fairness.metric) == (0.05, "revenue")
+    assert parsed.segments == ["region", "device_type"]
+    assert parsed.objective is not None and parsed.objective.direction is Direction.DECREASE
+
+
+def test_cookie_header_is_compared_as_http_does() -> None:
+    """In ASCII, whatever the case (as the CRD's rule, with lowerAscii()); "coo\\u212aie" (Kelvin sign) is
+    no "cookie" to HTTP, though Python's str.lower() makes it one."""
+    for name in ("cookie", "Cookie", "COOKIE", "cOoKiE"):
+        (problem,) = problems_of(spec_with(**{**AB, "abTest__match": [{"headers": {name: {"exact": "a"}}}]}))
+        assert problem.path == f"spec.abTest.match[0].headers.{name}"
+    for name in ("coo\u212aie", "x-cookie", "cookies", "set-cookie"):
+        parse_spec(spec_with(**{**AB, "abTest__match": [{"headers": {name: {"exact": "a"}}}]}))
+    # withoutHeaders may name it: "users without the cookie" is a cohort.
+    parse_spec(spec_with(**{**AB, "abTest__match": [{"withoutHeaders": {"cookie": {"regex": ".*"}}}]}))
+
+
+def test_ab_test_blocks_are_checked_whatever_the_strategy() -> None:
+    """As the CRD checks them: a canary ignores abTest, objective and segments, but they must be valid."""
+    for changes in (
+        {"abTest": {"split": 0}},
+        {"objective": {"metric": "nope", "minimumEffect": 0.1}},
+        {"segments": ["a-b"]},
+        {"abTest": {"fairness": {"margin": 0.1, "metric": "nope"}}},
+    ):
+        problems_of(spec_with(**changes))
+    parse_spec(spec_with(metrics=[CONVERSION], objective={"metric": "conversion", "minimumEffect": 0.1}))
+
+
 def test_camel_case_and_snake_case_both_work_but_camel_case_is_the_api() -> None:
     parsed = parse_spec(spec_with(canary={"minSamples": 7}))
     assert parsed.canary.min_samples == 7
@@ -163,7 +293,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
      "greater than or equal"),
     ("builtin-and-query", {"metrics": [{"name": "e", "builtin": "error-rate", "query": "up"}]},
      "spec.metrics[0]", None,
-     "metric 'e' sets builtin and query; it needs exactly one of builtin, query or ratio"),
+     "metric 'e' sets builtin and query; it needs exactly one of builtin, query, ratio or mean"),
     ("no-source", {"metrics": [{"name": "e"}]}, "spec.metrics[0]", None, "sets none of them"),
     ("builtin-and-ratio",
      {"metrics": [{"name": "e", "builtin": "error-rate", "ratio": {"success": "a", "total": "b"}}]},
@@ -203,7 +333,8 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
     ("typo-in-canary", {"canary": {"stpes": [5, 50]}}, "spec.canary.stpes", [5, 50], "misspelled"),
     ("typo-at-top", {"metric": []}, "spec.metric", [], "misspelled"),
     ("typo-in-analysis", {"analysis": {"failurelimit": 2}}, "spec.analysis.failurelimit", 2, "misspelled"),
-    ("unsupported-strategy", {"strategy": "ABTest"}, "spec.strategy", "ABTest", "not supported"),
+    ("unsupported-strategy", {"strategy": "Shadow"}, "spec.strategy", "Shadow", "not supported"),
+    ("unsupported-strategy-bandit", {"strategy": "Bandit"}, "spec.strategy", "Bandit", "not supported"),
     ("unknown-strategy", {"strategy": "BlueGreen"}, "spec.strategy", "BlueGreen", "'Canary'"),
     ("candidate-is-baseline", {"candidate__workload": "churn-v1"}, "spec.candidate.workload", "churn-v1",
      "same workload"),
@@ -232,6 +363,124 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
      "http://prom etheus", "URL"),
     ("paused-not-bool", {"paused": "maybe"}, "spec.paused", "maybe", "boolean"),
     ("canary-not-object", {"canary": "fast"}, "spec.canary", "fast", "dictionary"),
+    # Metrics of A/B tests.
+    ("ratio-and-mean",
+     {"metrics": [{**CONVERSION, "mean": REVENUE["mean"]}]}, "spec.metrics[0]", None,
+     "metric 'conversion' sets ratio and mean; it needs exactly one of builtin, query, ratio or mean"),
+    ("mean-missing-count", {"metrics": [{"name": "m", "mean": {"sum": "a"}}]}, "spec.metrics[0].mean.count",
+     None, "is required"),
+    ("mean-unknown-placeholder",
+     {"metrics": [{"name": "m", "mean": {"sum": "a{{ revenue }}", "count": "b"}}]},
+     "spec.metrics[0].mean.sum", "a{{ revenue }}", "unknown placeholder {{ revenue }}"),
+    ("mean-squares-unknown-placeholder",
+     {"metrics": [{"name": "m", "mean": {"sum": "a", "count": "b", "squares": "{{ model }}"}}]},
+     "spec.metrics[0].mean.squares", "{{ model }}", "unknown placeholder {{ model }}"),
+    ("secondary-on-builtin", {"metrics": [{**ERRORS, "role": "Secondary"}]}, "spec.metrics[0].role",
+     "Secondary", "Secondary needs a ratio or mean metric"),
+    ("secondary-on-query", {"metrics": [{"name": "q", "query": "up", "role": "Secondary"}]},
+     "spec.metrics[0].role", "Secondary", "Secondary needs a ratio or mean metric"),
+    ("unknown-role", {"metrics": [{**CONVERSION, "role": "Objective"}]}, "spec.metrics[0].role", "Objective",
+     "'Guardrail' or 'Secondary'"),
+    # A/B tests: the objective.
+    ("ab-objective-missing", {**AB, "objective": DELETE}, "spec.objective", None,
+     "is required for strategy ABTest"),
+    ("ab-objective-unknown-metric", {**AB, "objective": {"metric": "conversation", "minimumEffect": 0.02}},
+     "spec.objective.metric", "conversation",
+     "names no metric in spec.metrics (known: conversion, revenue, error-rate)"),
+    ("ab-objective-builtin", {**AB, "objective": {"metric": "error-rate", "minimumEffect": 0.02}},
+     "spec.objective.metric", "error-rate", "must name a ratio or mean metric"),
+    ("ab-objective-default-metric", {"strategy": "ABTest", "objective": {"metric": "latency-p95",
+                                                                          "minimumEffect": 0.02}},
+     "spec.objective.metric", "latency-p95", "must name a ratio or mean metric"),
+    ("objective-of-a-canary", {"objective": {"metric": "nope", "minimumEffect": 0.02}},
+     "spec.objective.metric", "nope", "names no metric"),
+    ("ab-minimum-effect-missing", {**AB, "objective": {"metric": "conversion"}},
+     "spec.objective.minimumEffect", None, "is required"),
+    ("ab-minimum-effect-zero", {**AB, "objective__minimumEffect": 0}, "spec.objective.minimumEffect", 0,
+     "greater than 0"),
+    ("ab-minimum-effect-negative", {**AB, "objective__minimumEffect": -0.02}, "spec.objective.minimumEffect",
+     -0.02, "greater than 0"),
+    ("ab-minimum-effect-percent", {**AB, "objective__minimumEffect": 20}, "spec.objective.minimumEffect", 20,
+     "less than or equal to 10"),
+    ("ab-minimum-effect-inf", {**AB, "objective__minimumEffect": float("inf")},
+     "spec.objective.minimumEffect", float("inf"), "finite"),
+    ("ab-direction", {**AB, "objective__direction": "Up"}, "spec.objective.direction", "Up",
+     "'Increase' or 'Decrease'"),
+    ("ab-power-1", {**AB, "objective__power": 1}, "spec.objective.power", 1, "less than 1"),
+    # A/B tests: the split, durations and stickiness.
+    ("ab-split-0", {**AB, "abTest__split": 0}, "spec.abTest.split", 0, "greater than or equal to 1"),
+    ("ab-split-100", {**AB, "abTest__split": 100}, "spec.abTest.split", 100, "less than or equal to 99"),
+    ("ab-split-float", {**AB, "abTest__split": 50.5}, "spec.abTest.split", 50.5, "integer"),
+    ("ab-split-string", {**AB, "abTest__split": "50"}, "spec.abTest.split", "50", "integer"),
+    ("ab-interval-zero", {**AB, "abTest__interval": "0s"}, "spec.abTest.interval", "0s", "longer than zero"),
+    ("ab-max-duration-words", {**AB, "abTest__maxDuration": "two weeks"}, "spec.abTest.maxDuration",
+     "two weeks", "duration like"),
+    ("ab-min-samples-0", {**AB, "abTest__minSamples": 0}, "spec.abTest.minSamples", 0,
+     "greater than or equal to 1"),
+    ("ab-cookie-space", {**AB, "abTest__stickiness__cookie": "my cookie"}, "spec.abTest.stickiness.cookie",
+     "my cookie", "must be a cookie name"),
+    ("ab-cookie-empty", {**AB, "abTest__stickiness__cookie": ""}, "spec.abTest.stickiness.cookie", "",
+     "must be a cookie name"),
+    ("ab-cookie-semicolon", {**AB, "abTest__stickiness__cookie": "a;b"}, "spec.abTest.stickiness.cookie",
+     "a;b", "must be a cookie name"),
+    ("ab-cookie-too-long", {**AB, "abTest__stickiness__cookie": "c" * 65}, "spec.abTest.stickiness.cookie",
+     "c" * 65, "1-64"),
+    ("ab-max-age-words", {**AB, "abTest__stickiness__maxAge": "a month"}, "spec.abTest.stickiness.maxAge",
+     "a month", "duration like"),
+    ("ab-typo", {**AB, "abTest__spilt": 20}, "spec.abTest.spilt", 20, "misspelled"),
+    ("ab-assignment-placeholder", {**AB, "abTest__assignmentQuery": 'sum(x{u="{{ user }}"})'},
+     "spec.abTest.assignmentQuery", 'sum(x{u="{{ user }}"})', "unknown placeholder {{ user }}"),
+    # A/B tests: the cohort (Istio HTTPMatchRequests).
+    ("ab-cohort-empty", {**AB, "abTest__match": []}, "spec.abTest.match", [], "at least one match"),
+    ("ab-cohort-cookie", {**AB, "abTest__match": [{"headers": {"cookie": {"regex": ".*beta.*"}}}]},
+     "spec.abTest.match[0].headers.cookie", {"regex": ".*beta.*"}, "may not match on the cookie header"),
+    ("ab-cohort-Cookie",
+     {**AB, "abTest__match": [{"uri": {"prefix": "/"}},
+                              {"headers": {"x": {"exact": "1"}, "Cookie": {"exact": "a=b"}}}]},
+     "spec.abTest.match[1].headers.Cookie", {"exact": "a=b"}, "may not match on the cookie header"),
+    ("ab-cohort-bad-regex", {**AB, "abTest__match": [{"uri": {"regex": "^/(beta"}}]},
+     "spec.abTest.match[0].uri.regex", "^/(beta", "is not a valid regular expression"),
+    ("ab-cohort-header-bad-regex", {**AB, "abTest__match": [{"headers": {"x-tier": {"regex": "*"}}}]},
+     "spec.abTest.match[0].headers.x-tier.regex", "*", "is not a valid regular expression"),
+    ("ab-cohort-exact-and-prefix", {**AB, "abTest__match": [{"uri": {"exact": "/a", "prefix": "/"}}]},
+     "spec.abTest.match[0].uri", {"exact": "/a", "prefix": "/"}, "exactly one of exact, prefix or regex"),
+    ("ab-cohort-no-string-match", {**AB, "abTest__match": [{"method": {"glob": "P*"}}]},
+     "spec.abTest.match[0].method", {"glob": "P*"}, "exactly one of exact, prefix or regex"),
+    ("ab-cohort-string-match-not-a-string", {**AB, "abTest__match": [{"authority": {"exact": 1}}]},
+     "spec.abTest.match[0].authority.exact", 1, "must be a string"),
+    ("ab-cohort-headers-empty", {**AB, "abTest__match": [{"headers": {}}]}, "spec.abTest.match[0].headers",
+     {}, "must map names to string matches"),
+    ("ab-cohort-unknown-field", {**AB, "abTest__match": [{"path": {"prefix": "/"}}]},
+     "spec.abTest.match[0].path", {"prefix": "/"}, "is not a field of an Istio HTTPMatchRequest"),
+    ("ab-cohort-gateways", {**AB, "abTest__match": [{"gateways": ["mesh"]}]},
+     "spec.abTest.match[0].gateways", ["mesh"], "is not a field of an Istio HTTPMatchRequest"),
+    ("ab-cohort-not-an-object", {**AB, "abTest__match": ["beta"]}, "spec.abTest.match[0]", "beta",
+     "dictionary"),
+    ("ab-cohort-port-0", {**AB, "abTest__match": [{"port": 0}]}, "spec.abTest.match[0].port", 0,
+     "port number in 1..65535"),
+    ("ab-cohort-port-string", {**AB, "abTest__match": [{"port": "80"}]}, "spec.abTest.match[0].port", "80",
+     "port number"),
+    ("ab-cohort-ignore-case", {**AB, "abTest__match": [{"ignoreUriCase": "yes"}]},
+     "spec.abTest.match[0].ignoreUriCase", "yes", "true or false"),
+    ("ab-cohort-source-label", {**AB, "abTest__match": [{"sourceLabels": {"app": 1}}]},
+     "spec.abTest.match[0].sourceLabels.app", 1, "must be a string"),
+    # A/B tests: segments and fairness.
+    ("segment-not-a-label", {**AB, "segments": ["region", "not a label"]}, "spec.segments[1]", "not a label",
+     "Prometheus label name"),
+    ("segment-dash", {**AB, "segments": ["device-type"]}, "spec.segments[0]", "device-type",
+     "Prometheus label name"),
+    ("segment-repeated", {**AB, "segments": ["region", "device", "region"]}, "spec.segments[2]", "region",
+     "repeats a segment label"),
+    ("ab-fairness-margin-1", {**AB, "abTest__fairness": {"margin": 1}}, "spec.abTest.fairness.margin", 1,
+     "less than 1"),
+    ("ab-fairness-margin-0", {**AB, "abTest__fairness": {"margin": 0}}, "spec.abTest.fairness.margin", 0,
+     "greater than 0"),
+    ("ab-fairness-margin-missing", {**AB, "abTest__fairness": {"metric": "conversion"}},
+     "spec.abTest.fairness.margin", None, "is required"),
+    ("ab-fairness-unknown-metric", {**AB, "abTest__fairness": {"margin": 0.05, "metric": "nope"}},
+     "spec.abTest.fairness.metric", "nope", "names no metric"),
+    ("ab-fairness-builtin", {**AB, "abTest__fairness": {"margin": 0.05, "metric": "error-rate"}},
+     "spec.abTest.fairness.metric", "error-rate", "must name a ratio or mean metric"),
 ]  # fmt: skip
 
 
@@ -310,11 +559,15 @@ KNOWN_KEYS = [
     "name", "namespace", "routes", "host", "subset", "workload", "steps", "interval", "minStepDuration",
     "minSamples", "builtin", "query", "ratio", "success", "total", "max", "min", "maxRelativeIncrease",
     "alpha", "failureLimit", "noData", "noDataLimit", "address", "timeout",
+    "mean", "sum", "count", "squares", "role", "split", "maxDuration", "autoPromote", "stickiness", "cookie",
+    "maxAge", "match", "aa", "assignmentQuery", "fairness", "margin", "metric", "direction", "minimumEffect",
+    "power", "headers", "uri", "exact", "prefix", "regex", "port", "sourceLabels", "ignoreUriCase",
 ]  # fmt: skip
 INTERESTING_STRINGS = [
     "Canary", "ABTest", "Hold", "Fail", "error-rate", "latency-p95", "latency-p99", "churn-v1", "churn-v2",
     "v1", "v2", "1m", "0s", "-1s", "99999999999999999999d", "1m\n", "{{ workload }}", "{{ nope }}",
     "http://p:9090", "http://p:9090/\n", "", "primary",
+    "conversion", "Secondary", "Guardrail", "Increase", "Decrease", "region", "cookie", "Cookie", "(", "*",
 ]  # fmt: skip
 
 scalars = (
@@ -341,6 +594,47 @@ def _variant() -> st.SearchStrategy[dict[str, Any]]:
 
 
 ratios = st.fixed_dictionaries({"success": json_values, "total": json_values})
+means = st.fixed_dictionaries({"sum": json_values, "count": json_values}, optional={"squares": json_values})
+string_matches = st.dictionaries(
+    st.sampled_from(["exact", "prefix", "regex", "glob"]), json_values, max_size=2
+)
+cohorts = st.lists(
+    st.dictionaries(
+        st.sampled_from(["uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
+                         "ignoreUriCase", "sourceLabels", "sourceNamespace", "port", "name", "gateways"]),
+        string_matches | st.dictionaries(st.sampled_from(["x-tier", "cookie", "Cookie"]), string_matches)
+        | json_values,
+        max_size=3,
+    ) | json_values,
+    max_size=3,
+)  # fmt: skip
+ab_tests = st.fixed_dictionaries(
+    {},
+    optional={
+        "split": st.integers(-5, 120) | json_values,
+        "interval": json_values,
+        "maxDuration": json_values,
+        "autoPromote": json_values,
+        "stickiness": st.fixed_dictionaries({}, optional={"cookie": json_values, "maxAge": json_values})
+        | json_values,
+        "match": cohorts | json_values,
+        "aa": json_values,
+        "assignmentQuery": json_values,
+        "minSamples": json_values,
+        "fairness": st.fixed_dictionaries({}, optional={"margin": st.floats() | json_values,
+                                                        "metric": st.sampled_from(["conversion", "q"])})
+        | json_values,
+    },
+)  # fmt: skip
+objectives = st.fixed_dictionaries(
+    {},
+    optional={
+        "metric": st.sampled_from(["conversion", "error-rate", "q", "nope"]) | json_values,
+        "direction": json_values,
+        "minimumEffect": st.floats() | json_values,
+        "power": st.floats() | json_values,
+    },
+)
 plausible_specs = st.fixed_dictionaries(
     {},
     optional={
@@ -364,11 +658,13 @@ plausible_specs = st.fixed_dictionaries(
         | json_values,
         "metrics": st.lists(
             st.fixed_dictionaries(
-                {"name": st.sampled_from(["error-rate", "q"]) | json_values},
+                {"name": st.sampled_from(["error-rate", "q", "conversion"]) | json_values},
                 optional={
                     "builtin": json_values,
                     "query": json_values,
                     "ratio": ratios | json_values,
+                    "mean": means | json_values,
+                    "role": json_values,
                     "min": json_values,
                     "max": json_values,
                     "maxRelativeIncrease": json_values,
@@ -381,8 +677,10 @@ plausible_specs = st.fixed_dictionaries(
                                     json_values) | json_values,
         "prometheus": st.dictionaries(st.sampled_from(["address", "timeout"]), json_values) | json_values,
         "paused": json_values,
-        "abTest": json_values,
-        "segments": json_values,
+        "abTest": ab_tests | json_values,
+        "objective": objectives | json_values,
+        "segments": st.lists(st.sampled_from(["region", "region", "a-b", ""]) | json_values, max_size=3)
+        | json_values,
     },
 )  # fmt: skip
 
@@ -400,6 +698,10 @@ def _check_outcome(raw: dict[str, Any]) -> None:
         assert isinstance(parsed, ExperimentSpec)
         assert parsed.canary.interval > datetime.timedelta(0)
         assert parsed.baseline.workload != parsed.the_candidate.workload
+        if parsed.is_ab_test:
+            assert parsed.objective is not None and parsed.ab.interval > datetime.timedelta(0)
+            objective = parsed.metric(parsed.objective.metric)
+            assert objective is not None and (objective.ratio is not None or objective.mean is not None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -29,6 +29,7 @@ from modelrollout.core import canary, guardrails, lift, model, srm
 from modelrollout.core.model import Action, Event, Phase, State, Verdict
 
 TIMELINE_LIMIT = 100  # points kept for the report's plots; halved (every other point) when full
+MAX_SEGMENTS = 64  # segment rows kept in status (the largest); fairness is judged on all of them
 SHIPPED, DISCARDED, ITERATE = "Shipped", "Discarded", "Iterate"
 AA_FAILED, NO_DIFFERENCE, UNFAIR = "AAFailed", "NoDifference", "UnfairToSegment"
 
@@ -80,6 +81,11 @@ def evaluate(
     sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
     segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
     kept.update(sums=sums, segments=segment_sums)
+    fairness_metric = _fairness_metric(experiment)
+    if fairness_metric is not None:
+        kept["fairnessSegments"] = _accumulate_segments(
+            kept.get("fairnessSegments"), samples.get(fairness_metric)
+        )
 
     # Sample-ratio mismatch on the unit the split randomizes (users newly assigned).
     mismatch = srm.check(
@@ -101,9 +107,28 @@ def evaluate(
     objective_assessment = _assess_objective(objective, estimate, objective_sample, base, cand)
     results["objective"] = _objective_entry(objective, estimate)
     results["secondary"] = _secondary(experiment, sums, alpha)
-    segment_results = _segments(experiment, segment_sums, estimate, kind, alpha, tau)
+    fair_here = ab.fairness is not None and fairness_metric is None
+    segment_results = _segments(
+        experiment, objective.metric, segment_sums, estimate, kind, alpha, tau, fair_here
+    )
+    if fairness_metric is not None:  # fairness judged on a metric of its own: its segments too
+        fair_kind = _kind(experiment, fairness_metric)
+        fair_moments = sums.get(fairness_metric, {})
+        fair_overall = lift.estimate(
+            _moments(fair_moments, base),
+            _moments(fair_moments, cand),
+            fair_kind,
+            alpha,
+            tau,
+            names=(base, cand),
+        )
+        segment_results += _segments(
+            experiment, fairness_metric, kept["fairnessSegments"], fair_overall, fair_kind, alpha, tau, True
+        )
     if experiment.segments:
-        results["segments"] = segment_results
+        # The largest segments, if there are more than a status can hold (fairness looks at all).
+        shown = sorted(segment_results, key=lambda e: -sum(e.get("samples", {}).values()))[:MAX_SEGMENTS]
+        results["segments"] = [e for e in segment_results if any(e is x for x in shown)]
     plan = results.get("abPlan") or _plan(experiment, kind, objective_sample, state, now)
     if plan:
         results["abPlan"] = plan
@@ -367,13 +392,23 @@ def _secondary(
     return entries
 
 
+def _fairness_metric(experiment: spec.ExperimentSpec) -> str | None:
+    """The metric fairness judges when it is not the objective (None: the objective, or no fairness)."""
+    fairness = experiment.ab.fairness
+    if fairness is None or fairness.metric is None or fairness.metric == _objective(experiment).metric:
+        return None
+    return fairness.metric
+
+
 def _segments(
     experiment: spec.ExperimentSpec,
+    metric: str,
     segment_sums: Mapping[str, Mapping[str, Any]],
     overall: lift.Estimate,
     kind: str,
     alpha: float,
     tau: float,
+    judge_fairness: bool,
 ) -> list[dict[str, Any]]:
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
     per_segment = {
@@ -382,15 +417,18 @@ def _segments(
     table = lift.segment_table(per_segment, overall, kind, alpha, tau, names=(base, cand))
     unfair: set[str] = set()
     fairness = experiment.ab.fairness
-    if fairness is not None and (fairness.metric is None or fairness.metric == _objective(experiment).metric):
-        direction = _objective(experiment).direction.value
+    if fairness is not None and judge_fairness:
+        # Harm is the objective's direction for the objective; for another metric, a decrease.
+        direction = (
+            _objective(experiment).direction.value if metric == _objective(experiment).metric else "Increase"
+        )
         unfair = {r.segment for r in lift.unfair_segments(table, fairness.margin, direction)}
     entries = []
     for result in table:
         est = result.estimate
         entry = {
             "segment": _segment_labels(result.segment),
-            "metric": _objective(experiment).metric,
+            "metric": metric,
             "baseline": _round(est.baseline),
             "candidate": _round(est.candidate),
             "lift": _round(est.lift),
@@ -410,7 +448,8 @@ def _unfair(experiment: spec.ExperimentSpec, segments: Sequence[Mapping[str, Any
     fairness = experiment.ab.fairness
     assert fairness is not None
     names = ", ".join(
-        ",".join(f"{k}={v}" for k, v in s["segment"].items()) + f" {_pct(s.get('lift'))}" for s in harmed
+        ",".join(f"{k}={v}" for k, v in s["segment"].items()) + f" ({s['metric']} {_pct(s.get('lift'))})"
+        for s in harmed
     )
     return (
         f"the candidate is worse than the baseline by more than {fairness.margin:.0%} in {names} "

@@ -201,7 +201,10 @@ def estimate(
     vc, why_c = _variance(candidate, mc, kind)
     if vb is None or vc is None:
         return fail(why_b or why_c, mb, mc)
-    variance = vc / (candidate.count * mc * mc) + vb / (baseline.count * mb * mb)
+    try:  # variance over (n m^2), divided step by step: a tiny mean may not square to anything
+        variance = vc / candidate.count / mc / mc + vb / baseline.count / mb / mb
+    except (ZeroDivisionError, OverflowError):
+        variance = math.inf
     if not 1e-300 < variance < math.inf:
         return fail("no variance in the data yet: the interval is undefined", mb, mc)
     log_lift = math.log(mc) - math.log(mb)
@@ -311,7 +314,10 @@ def samples_per_arm(
     if kind == "ratio" and 0 < mb < 1 and 0 < mc < 1:
         cv2_b, cv2_c = (1 - mb) / mb, (1 - mc) / mc
     elif kind == "mean" and mb > 0 and mc > 0 and baseline_sd is not None and 0 < baseline_sd < math.inf:
-        cv2_b = cv2_c = (baseline_sd / mb) ** 2
+        cv = baseline_sd / mb
+        if not cv < 1e150:  # a mean vanishing against its spread: nothing to plan for
+            return None
+        cv2_b = cv2_c = cv * cv
     else:
         return None
     tau = mixture_tau(minimum_effect) if tau is None else tau
