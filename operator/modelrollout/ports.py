@@ -47,6 +47,9 @@ class RouteTarget:
     routes: tuple[str, ...] | None  # http route names to manage; None: every route holding the baseline
     variants: tuple[Destination, ...]  # baseline first, then the candidate(s)
     sticky: Stickiness | None = None  # an A/B test's cookie affinity; None: plain weighted routing
+    # Shadow traffic: percent (0 < p <= 100) of each managed route's requests mirrored to the first
+    # candidate (Istio ``mirror``/``mirrorPercentage``; users only get the route's answer); None: no mirror
+    mirror_percent: float | None = None
 
     @property
     def baseline(self) -> Destination:
@@ -64,6 +67,7 @@ class RouteWeights:
 @dataclasses.dataclass(frozen=True)
 class TrafficSplit:
     routes: tuple[RouteWeights, ...]
+    mirror: float | None = None  # percent of the managed routes' requests mirrored to the candidate
 
     def weights(self) -> dict[str, int] | None:
         """The common split of all managed routes, or None when they disagree."""

@@ -278,3 +278,66 @@ def test_a_sticky_ab_test_round_trip(server: ApiServer, api: kubernetes.client.C
     after = _get(server, name)
     assert after["spec"] == before["spec"]
     assert after["metadata"]["annotations"] == {"owner": "team-ml"}
+
+
+def test_a_shadow_phase_round_trip(server: ApiServer, api: kubernetes.client.CustomObjectsApi) -> None:
+    """Mirrored (the candidate at weight 0 gets copies), then a canary step (the mirror goes), finalized."""
+    name, plain = _create(api)
+    shadow = dataclasses.replace(plain, mirror_percent=50.0)
+    before = _get(server, name)
+    recording = RecordingApi(api)
+    router = istio.IstioRouter(recording)
+
+    assert router.reconcile(shadow).weights() == {"churn-v1": 100, "churn-v2": 0}
+    mirrored = _get(server, name)
+    primary = mirrored["spec"]["http"][1]
+    assert primary["mirror"] == {"host": "churn", "subset": "v2"}
+    assert primary["mirrorPercentage"] == {"value": 50.0}
+    assert mirrored["spec"]["http"][0] == before["spec"]["http"][0]
+    assert router.get_mirror(shadow) == 50.0
+    assert {op["path"] for op in recording.patches[-1]} == {
+        "/metadata/resourceVersion",
+        "/spec/http/1/name",
+        "/spec/http/1/route",
+        "/spec/http/1/mirror",
+        "/spec/http/1/mirrorPercentage",
+        "/metadata/annotations/modelrollout.io~1original-routes",
+    }
+
+    server.clear_request_log()
+    router.reconcile(shadow)
+    router.set_routes(shadow, {"churn-v1": 100, "churn-v2": 0})
+    assert _writes(server) == []  # applied twice: no write
+
+    # A user's edit of the percentage is drift: the next reconcile puts it back.
+    edit = [{"op": "replace", "path": "/spec/http/1/mirrorPercentage", "value": {"value": 1.0}}]
+    api.patch_namespaced_custom_object(GROUP, "v1", NS, PLURAL, name, edit, _content_type=istio.JSON_PATCH)
+    assert router.get_mirror(shadow) == 1.0
+    router.reconcile(shadow)
+    assert _get(server, name)["spec"] == mirrored["spec"]
+
+    assert router.set_routes(plain, {"churn-v1": 90, "churn-v2": 10}).weights() == {
+        "churn-v1": 90,
+        "churn-v2": 10,
+    }
+    canary = _get(server, name)["spec"]["http"][1]
+    assert "mirror" not in canary and "mirrorPercentage" not in canary
+    assert router.get_mirror(plain) is None
+
+    router.finalize(plain)
+    after = _get(server, name)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"] == {"owner": "team-ml"}
+
+
+def test_finalize_during_the_shadow_phase_restores_the_original(
+    server: ApiServer, api: kubernetes.client.CustomObjectsApi
+) -> None:
+    name, plain = _create(api)
+    before = _get(server, name)
+    router = istio.IstioRouter(api)
+    router.reconcile(dataclasses.replace(plain, mirror_percent=100.0))
+    router.finalize(plain)
+    after = _get(server, name)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"] == {"owner": "team-ml"}

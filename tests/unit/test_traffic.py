@@ -436,3 +436,78 @@ def test_outcomes_without_revenue_or_conversions() -> None:
 def test_outcomes_reject_nonsense(conversion: float, mean: float, sigma: float) -> None:
     with pytest.raises(ValueError):
         traffic.Outcomes(conversion, mean, sigma)
+
+
+# --------------------------------------------------------------------------- shadow traffic
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ({"route": []}, ()),
+        ({"mirror": {"host": "churn", "subset": "v2"}}, (traffic.Mirror("churn", "v2", 100.0),)),
+        (
+            {"mirror": {"host": "churn", "subset": "v2"}, "mirrorPercentage": {"value": 12.5}},
+            (traffic.Mirror("churn", "v2", 12.5),),
+        ),
+        ({"mirror": {"host": "churn"}, "mirrorPercentage": {}}, (traffic.Mirror("churn", None, 0.0),)),
+        ({"mirror": {"host": "churn"}, "mirrorPercent": 7}, (traffic.Mirror("churn", None, 7.0),)),
+        (
+            {"mirror": {"host": "churn"}, "mirrorPercent": 7, "mirrorPercentage": {"value": 30}},
+            (traffic.Mirror("churn", None, 30.0),),
+        ),
+        (
+            {"mirror": {"host": "churn"}, "mirrorPercentage": {"value": 250}},
+            (traffic.Mirror("churn", None, 100.0),),
+        ),
+        ({"mirror": {"subset": "v2"}}, ()),
+        (
+            {
+                "mirrors": [
+                    {"destination": {"host": "a", "subset": "v2", "port": {"number": 80}}},
+                    {"destination": {"host": "b"}, "percentage": {"value": 5.0}},
+                    {"percentage": {"value": 5.0}},
+                ]
+            },
+            (traffic.Mirror("a", "v2", 100.0), traffic.Mirror("b", None, 5.0)),
+        ),
+    ],
+)
+def test_route_mirrors_read_as_istio_does(
+    route: dict[str, Any], expected: tuple[traffic.Mirror, ...]
+) -> None:
+    assert traffic.route_mirrors(route) == expected
+
+
+def test_a_shadow_gets_its_share_and_serves_it_by_its_own_profile() -> None:
+    generator = rng()
+    primary = traffic.simulate_batch(generator, 200_000, VariantProfile(0.0, 40.0, 0.3))
+    failing = VariantProfile(error_rate=0.5, latency_median_ms=400.0, latency_sigma=0.3)
+    shadow = traffic.simulate_shadow(generator, primary, 25.0, failing, agreement=0.9)
+    assert_binomial(shadow.batch.requests, primary.requests, 0.25)
+    assert_binomial(shadow.batch.errors, shadow.batch.requests, 0.5)
+    assert (
+        shadow.batch.latency_sum_ms / shadow.batch.requests > 300
+    )  # the shadow's latency, not the primary's
+    assert shadow.compared == shadow.batch.requests - shadow.batch.errors  # the primary never failed
+    assert_binomial(shadow.agreed, shadow.compared, 0.9)
+
+
+def test_only_answers_both_gave_are_compared() -> None:
+    generator = rng(3)
+    primary = traffic.simulate_batch(generator, 100_000, VariantProfile(0.2, 40.0, 0.3))
+    shadow = traffic.simulate_shadow(generator, primary, 50.0, VariantProfile(0.1, 40.0, 0.3), agreement=1.0)
+    assert_binomial(shadow.compared, shadow.batch.requests, 0.8 * 0.9)
+    assert shadow.agreed == shadow.compared
+
+
+def test_no_copies_at_zero_percent_and_nonsense_is_refused() -> None:
+    primary = traffic.simulate_batch(rng(), 1000, PROFILE)
+    shadow = traffic.simulate_shadow(rng(), primary, 0.0, PROFILE, agreement=0.5)
+    assert (shadow.batch.requests, shadow.compared, shadow.agreed) == (0, 0, 0)
+    everything = traffic.simulate_shadow(rng(), primary, 100.0, PROFILE, agreement=0.5)
+    assert everything.batch.requests == primary.requests
+    with pytest.raises(ValueError, match="mirror percent"):
+        traffic.simulate_shadow(rng(), primary, 101.0, PROFILE, agreement=0.5)
+    with pytest.raises(ValueError, match="agreement"):
+        traffic.simulate_shadow(rng(), primary, 50.0, PROFILE, agreement=1.5)

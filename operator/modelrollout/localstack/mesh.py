@@ -19,6 +19,16 @@ its ``set-cookie`` answer goes into the user's cookie jar.  Such apps also expor
 business counters per variant and segment (``model_requests_total``,
 ``model_conversions_total``, ``model_revenue_total``, ``model_revenue_squared_total``).
 Apps without users keep the batch path: one routing decision per tick.
+
+Shadow traffic works on both paths: when the route a request takes has a
+``mirror`` (or ``mirrors``), that share of its requests is copied to the
+mirror's workload, which serves the copies as any request (its profile decides
+errors and latency) and shows them in Istio's series, as Istio's destination
+reporter counts shadow requests at the shadow workload.  The user only ever gets
+the primary destination's answer: cookies, assignments and business outcomes
+come from it alone.  An app's ``agreement`` makes the shadow's answers agree with
+the primary's with a given probability, counted in ``model_shadow_compared_total``
+and ``model_shadow_agreed_total``.
 """
 
 from __future__ import annotations
@@ -82,6 +92,11 @@ BUSINESS_METRICS = (
     # A request whose answer gave the user a cookie value they did not hold: a user (newly) assigned.
     # An application counts these as requests arriving without the experiment's cookie.
     ("model_assignments_total", "Users assigned to this variant (first request without the cookie)."),
+)
+# The shadow comparison counters of apps with ``agreement``, labelled by BUSINESS_LABELS (the shadow's).
+SHADOW_METRICS = (
+    ("model_shadow_compared_total", "Mirrored requests whose answer was compared with the primary's."),
+    ("model_shadow_agreed_total", "Compared mirrored requests whose answer agreed with the primary's."),
 )
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -204,12 +219,21 @@ class MeshApp:
     # With users, each request comes from one of them (with ``headers`` and the user's own headers
     # and cookies) and is routed on its own; the app then exports business counters too.
     users: Users | None = None
+    # Mirror (shadow) workload -> probability that its answer to a mirrored request agrees with the
+    # primary's; the app compares the answers of the workloads listed here (``SHADOW_METRICS``).
+    agreement: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise ValueError("an app needs at least one variant")
         if self.rps < 0:
             raise ValueError(f"rps must not be negative, got {self.rps}")
+        workloads = {workload for workload, _ in self.variants.values()}
+        for workload, probability in self.agreement.items():
+            if workload not in workloads:
+                raise ValueError(f"agreement for {workload!r}: not a workload of {sorted(workloads)}")
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"the agreement of {workload!r} must be within 0..1, got {probability}")
         if self.users is not None:
             workloads = {workload for workload, _ in self.variants.values()}
             unknown = (set(self.users.outcomes) | set(self.users.segment_outcomes)) - workloads
@@ -239,6 +263,10 @@ class _Target(NamedTuple):
     workload: str
     profile: traffic.VariantProfile
     labels: tuple[tuple[str, str], ...]  # every label but response_code and response_flags
+
+
+# The mirrors of a route: the shadow workloads (with endpoints) and the percent each gets.
+_Mirrors = tuple[tuple[_Target, float], ...]
 
 
 class _Population:
@@ -298,6 +326,21 @@ class _AppState:
             profile = self.profiles[workload]
         return _Target(workload, profile, self._labels(workload, fqdn, subset or UNKNOWN_WORKLOAD))
 
+    def mirrors(self, route: Mapping[str, Any], cache: dict[tuple[str, str | None], _Target]) -> _Mirrors:
+        """The route's mirrors that copy anything to a workload; ``cache`` keeps targets by destination.
+
+        A mirror to a destination no variant claims has no endpoints: Envoy drops the
+        copy and no destination reporter sees it.
+        """
+        result = []
+        for mirror in traffic.route_mirrors(route):
+            target = cache.get(mirror.destination)
+            if target is None:
+                target = cache[mirror.destination] = self.target(mirror.host, mirror.subset)
+            if mirror.percent > 0 and target.workload != UNKNOWN_WORKLOAD:
+                result.append((target, mirror.percent))
+        return tuple(result)
+
     def fallback(self) -> _Target:
         """Before any VirtualService was seen, the first variant takes everything."""
         key, (workload, _) = next(iter(self.app.variants.items()))
@@ -356,6 +399,10 @@ class MeshSimulator:
         self._durations: dict[tuple[str, ...], tuple[traffic.Counts, float]] = {}
         # business labels -> [requests, conversions, revenue, revenue squared] (apps with users)
         self._business: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        # (namespace, workload) -> requests it served as a mirror's copies
+        self._mirrored: dict[tuple[str, str], int] = {}
+        # (namespace, shadow workload) -> [compared, agreed] (apps with ``agreement``)
+        self._shadow: dict[tuple[str, str], list[int]] = {}
         self._clock = 0.0  # simulated seconds so far: the users' cookie jars expire cookies by it
         self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -427,7 +474,7 @@ class MeshSimulator:
     # ------------------------------------------------------------- assertions
 
     def observed(self, namespace: str, workload: str) -> Observed:
-        """Requests and errors served so far by a workload (as exported)."""
+        """Requests and errors served so far by a workload (as exported), mirrored copies included."""
         with self._lock:
             counts = [
                 (v[_CODE], n)
@@ -435,6 +482,17 @@ class MeshSimulator:
                 if (v[_WORKLOAD], v[_WORKLOAD_NAMESPACE]) == (workload, namespace)
             ]
         return Observed(sum(n for _, n in counts), sum(n for code, n in counts if code.startswith("5")))
+
+    def mirrored(self, namespace: str, workload: str) -> int:
+        """How many of the requests a workload served were a mirror's copies (no user got their answer)."""
+        with self._lock:
+            return self._mirrored.get((namespace, workload), 0)
+
+    def shadow_agreement(self, namespace: str, workload: str) -> tuple[int, int]:
+        """(compared, agreed) of a shadow workload's answers, as exported."""
+        with self._lock:
+            compared, agreed = self._shadow.get((namespace, workload), [0, 0])
+            return compared, agreed
 
     def status(self, namespace: str, name: str) -> AppStatus:
         with self._lock:
@@ -509,13 +567,15 @@ class MeshSimulator:
         n = int(self._rng.poisson(state.app.rps * seconds))
         with self._lock:  # routing reads the state that set_profile writes
             spec = self._current_spec(state, spec)
-            weights = self._route(state, spec)
+            weights, mirrors = self._route(state, spec)
             if not weights or sum(weights.values()) <= 0:
                 state.unrouted += n
                 return
         for target, count in traffic.split_requests(self._rng, n, weights).items():
             if count:
-                self._record(target, traffic.simulate_batch(self._rng, count, target.profile))
+                batch = traffic.simulate_batch(self._rng, count, target.profile)
+                self._record(target, batch)
+                self._mirror(state, batch, mirrors)
 
     @staticmethod
     def _current_spec(state: _AppState, fetched: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -532,8 +592,8 @@ class MeshSimulator:
         """Route each request of the tick on its own: from a random user, with their headers and cookies."""
         n = int(self._rng.poisson(state.app.rps * seconds))
         start = self._clock
-        groups: dict[tuple[_Target, tuple[str, ...]], int] = {}
-        assigned: dict[tuple[_Target, tuple[str, ...]], int] = {}
+        groups: dict[tuple[_Target, tuple[str, ...], _Mirrors], int] = {}
+        assigned: dict[tuple[_Target, tuple[str, ...], _Mirrors], int] = {}
         with self._lock:
             spec = self._current_spec(state, spec)
             self._route(state, spec)  # notes last_weights
@@ -541,6 +601,7 @@ class MeshSimulator:
             for i, index in enumerate(self._rng.integers(len(population.users), size=n).tolist()):
                 now = start + seconds * i / n  # spread over the tick: cookies may expire within it
                 new = False
+                mirrors: _Mirrors = ()
                 if spec is None:
                     target = state.fallback()
                 else:
@@ -558,9 +619,10 @@ class MeshSimulator:
                     if found is None:
                         found = targets[routed.destination] = state.target(routed.host, routed.subset)
                     target = found
-                served = population.served[index]
+                    mirrors = state.mirrors(routed.route, targets)
+                served = population.served[index]  # the user's answer is the primary's, never a mirror's
                 served[target.workload] = served.get(target.workload, 0) + 1
-                group = (target, population.segment_values[index])
+                group = (target, population.segment_values[index], mirrors)
                 groups[group] = groups.get(group, 0) + 1
                 if new:
                     assigned[group] = assigned.get(group, 0) + 1
@@ -568,15 +630,17 @@ class MeshSimulator:
                 (
                     target,
                     values,
+                    mirrors,
                     count,
-                    assigned.get((target, values), 0),
+                    assigned.get((target, values, mirrors), 0),
                     population.outcomes_for(target.workload, values),
                 )
-                for (target, values), count in groups.items()
+                for (target, values, mirrors), count in groups.items()
             ]
-        for target, values, count, new_users, outcomes in plan:
+        for target, values, mirrors, count, new_users, outcomes in plan:
             batch = traffic.simulate_batch(self._rng, count, target.profile)
             self._record(target, batch)
+            self._mirror(state, batch, mirrors)
             if target.workload == UNKNOWN_WORKLOAD:  # no model server answered: it counted nothing
                 continue
             result = traffic.simulate_outcomes(self._rng, batch.requests - batch.errors, outcomes)
@@ -593,10 +657,13 @@ class MeshSimulator:
                 sums[3] += result.revenue_squared
                 sums[4] += new_users
 
-    def _route(self, state: _AppState, spec: Mapping[str, Any] | None) -> dict[_Target, int]:
-        """The app's destinations and their weights under ``spec``; notes the weights seen."""
+    def _route(self, state: _AppState, spec: Mapping[str, Any] | None) -> tuple[dict[_Target, int], _Mirrors]:
+        """The app's destinations and their weights under ``spec``, and the route's mirrors.
+
+        Notes the weights seen.
+        """
         if spec is None:
-            return {state.fallback(): 100}
+            return {state.fallback(): 100}, ()
         app = state.app
         route = traffic.route_for_request(spec, app.headers, app.uri)
         destinations = traffic.destination_weights(route) if route is not None else {}
@@ -606,7 +673,26 @@ class MeshSimulator:
             target = state.target(host, subset)
             weights[target] = weights.get(target, 0) + weight
             state.last_weights[target.workload] = state.last_weights.get(target.workload, 0) + weight
-        return weights
+        return weights, (state.mirrors(route, {}) if route is not None else ())
+
+    def _mirror(self, state: _AppState, primary: traffic.Batch, mirrors: _Mirrors) -> None:
+        """Copy the mirrored share of ``primary``'s requests to each mirror: served, recorded, compared."""
+        namespace = state.app.namespace
+        for target, percent in mirrors:
+            agreement = state.app.agreement.get(target.workload)
+            shadow = traffic.simulate_shadow(
+                self._rng, primary, percent, target.profile, 1.0 if agreement is None else agreement
+            )
+            if not shadow.batch.requests:
+                continue
+            self._record(target, shadow.batch)
+            with self._lock:
+                key = (namespace, target.workload)
+                self._mirrored[key] = self._mirrored.get(key, 0) + shadow.batch.requests
+                if agreement is not None:
+                    sums = self._shadow.setdefault(key, [0, 0])
+                    sums[0] += shadow.compared
+                    sums[1] += shadow.agreed
 
     def _record(self, target: _Target, batch: traffic.Batch) -> None:
         error_code, error_flags = ("503", "NR") if target.workload == UNKNOWN_WORKLOAD else (ERROR_CODE, "-")
@@ -644,13 +730,21 @@ class MeshSimulator:
                     ("+Inf", cumulative[-1]),
                 ]
                 durations.add_metric(values, [(le, float(c)) for le, c in buckets], total_ms)
+            shadow = [
+                CounterMetricFamily(name, documentation, labels=BUSINESS_LABELS)
+                for name, documentation in SHADOW_METRICS
+            ]
+            for (namespace, workload), counts in self._shadow.items():
+                for family, count in zip(shadow, counts, strict=True):
+                    family.add_metric((workload, namespace), count)
+            shadow = shadow if self._shadow else []
             if not self._business:
-                return [requests, durations]
+                return [requests, durations, *shadow]
             business = [CounterMetricFamily(name, documentation) for name, documentation in BUSINESS_METRICS]
             for labels, sums in self._business.items():  # label names vary with the apps' segments
                 for family, (name, _), value in zip(business, BUSINESS_METRICS, sums, strict=True):
                     family.add_sample(name, dict(labels), value)
-        return [requests, durations, *business]
+        return [requests, durations, *shadow, *business]
 
     # ------------------------------------------------------------- lifecycle
 

@@ -14,6 +14,11 @@ For sticky A/B tests it also routes single requests (``route_request``: the
 destination and the response headers Istio adds, such as ``set-cookie``), keeps
 a client's cookies (``CookieJar``, on a clock the caller passes in) and draws
 business outcomes (``simulate_outcomes``: conversions and revenue).
+
+For shadow traffic it reads a route's mirrors (``route_mirrors``: Istio's
+``mirror``/``mirrorPercentage`` and ``mirrors``) and draws what a mirrored
+share of a batch does at the shadow and how often both answers agree
+(``simulate_shadow``).
 """
 
 from __future__ import annotations
@@ -216,6 +221,95 @@ def destination_weights(route: Mapping[str, Any]) -> dict[tuple[str, str | None]
     return weights
 
 
+# --------------------------------------------------------------------------- shadow traffic
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirror:
+    """A destination an http route copies requests to, and the percent of its requests copied."""
+
+    host: str
+    subset: str | None
+    percent: float  # 0..100
+
+    @property
+    def destination(self) -> tuple[str, str | None]:
+        return self.host, self.subset
+
+
+def route_mirrors(route: Mapping[str, Any]) -> tuple[Mirror, ...]:
+    """The mirrors of an http route, as Istio reads them.
+
+    ``mirror`` takes ``mirrorPercentage.value`` of the requests (a Percent without
+    a value is 0), else the deprecated integer ``mirrorPercent``, else all of them
+    (Istio's default when no percentage is given); each entry of ``mirrors`` takes
+    its ``percentage.value``, else all.  Percents are clipped to 0..100, and a
+    mirror without a host is ignored.  Envoy sends the copy and discards its answer.
+    """
+    found: list[tuple[Any, float]] = []
+    mirror = route.get("mirror")
+    if isinstance(mirror, Mapping):
+        percentage = route.get("mirrorPercentage")
+        if isinstance(percentage, Mapping):
+            percent = _percent(percentage.get("value"), 0.0)
+        else:
+            percent = _percent(route.get("mirrorPercent"), 100.0)
+        found.append((mirror, percent))
+    for policy in route.get("mirrors") or ():
+        if isinstance(policy, Mapping) and isinstance(policy.get("destination"), Mapping):
+            percentage = policy.get("percentage")
+            percent = _percent(percentage.get("value"), 0.0) if isinstance(percentage, Mapping) else 100.0
+            found.append((policy["destination"], percent))
+    mirrors = []
+    for destination, percent in found:
+        host, subset = destination.get("host"), destination.get("subset")
+        if isinstance(host, str) and host:
+            mirrors.append(Mirror(host, None if subset is None else str(subset), percent))
+    return tuple(mirrors)
+
+
+def _percent(value: Any, default: float) -> float:
+    """A percent as written in a VirtualService, clipped to 0..100; ``default`` when absent or no number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return default
+    return min(100.0, max(0.0, float(value)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowBatch:
+    """What a shadow did with the copies of a batch's requests, and how its answers compared."""
+
+    batch: Batch  # the copies, as the shadow served them (its own errors and latencies)
+    compared: int  # copies both the primary and the shadow answered: their answers were compared
+    agreed: int  # of those, the ones where the answers agreed
+
+
+def simulate_shadow(
+    rng: np.random.Generator, primary: Batch, percent: float, profile: VariantProfile, agreement: float
+) -> ShadowBatch:
+    """Mirror ``percent`` of the ``primary`` batch's requests to a shadow answering with ``profile``.
+
+    Each request is copied with probability percent / 100, independently of how
+    the primary answered it; the copies are served by the shadow as any request
+    would be.  A copy is compared when both answers succeeded (a failed answer has
+    nothing to compare), and agrees with probability ``agreement``.
+    """
+    if not 0.0 <= percent <= 100.0:
+        raise ValueError(f"a mirror percent must be within 0..100, got {percent}")
+    if not 0.0 <= agreement <= 1.0:
+        raise ValueError(f"agreement must be within 0..1, got {agreement}")
+    copies = int(rng.binomial(primary.requests, percent / 100.0))
+    batch = simulate_batch(rng, copies, profile)
+    if copies == 0:
+        return ShadowBatch(batch, 0, 0)
+    # The copies are a uniform sample of the primary's requests: so many of them had failed there.
+    primary_failed = int(rng.hypergeometric(primary.errors, primary.requests - primary.errors, copies))
+    # The shadow's own failures are independent of the primary's: so many fall on the primary's successes.
+    both = copies - primary_failed
+    compared = int(rng.hypergeometric(copies - batch.errors, batch.errors, both)) if both else 0
+    return ShadowBatch(batch, compared, int(rng.binomial(compared, agreement)))
+
+
 # --------------------------------------------------------------------------- one request
 
 
@@ -247,8 +341,10 @@ def route_request(
     The response headers are the chosen destination's ``headers.response`` and then
     the route's, in that order (Envoy's default: the less specific level is applied
     last, so a route-level ``set`` wins over a destination-level one).  Request
-    header operations, ``mirror``, ``fault``, ``retries`` and Envoy's ``%...%``
-    formatters in values are not modelled (values are taken literally).
+    header operations, ``fault``, ``retries`` and Envoy's ``%...%`` formatters in
+    values are not modelled (values are taken literally).  The route's mirrors
+    (``route_mirrors(routed.route)``) never change the answer: the caller copies
+    the request to them.
     """
     route = route_for_request(vs_spec, request_headers, uri)
     if route is None:

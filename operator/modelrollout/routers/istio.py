@@ -3,8 +3,9 @@
 Flagger's shape: ``reconcile`` owns the structure, ``set_routes`` the weights,
 and every call reads the object back first, so the weights are never trusted
 from memory.  The VirtualService belongs to the user, so a write is a JSON
-patch of only what changed (the managed routes' ``route`` lists, the http
-routes an A/B test inserts, rebuilds or removes, and our annotation), guarded
+patch of only what changed (the managed routes' ``route`` lists and shadow
+mirror fields, the http routes an A/B test inserts, rebuilds or removes, and
+our annotation), guarded
 by ``test`` ops on the resourceVersion and on the route names; when someone
 else wrote in between, the router reads again and retries.  A call that
 changes nothing writes nothing.
@@ -29,6 +30,8 @@ PLURAL = "virtualservices"
 JSON_PATCH = "application/json-patch+json"
 # Statuses of a patch that lost a race: a stale resourceVersion or a failed ``test`` op.
 _CONFLICT_STATUSES = frozenset({409, 422})
+# The fields of an http route that istio_routes edits on a route it keeps: each is patched on its own.
+_ROUTE_FIELDS = ("route", *istio_routes.MIRROR_FIELDS)
 
 Edit = Callable[[istio_routes.Object], istio_routes.Object]
 
@@ -49,6 +52,10 @@ class IstioRouter:
 
     def get_routes(self, target: ports.RouteTarget) -> ports.TrafficSplit:
         return istio_routes.read_weights(self._read(target), target)
+
+    def get_mirror(self, target: ports.RouteTarget) -> float | None:
+        """The percent mirrored to the candidate, read back from the object (``istio_routes.read_mirror``)."""
+        return istio_routes.read_mirror(self._read(target), target)
 
     def set_routes(self, target: ports.RouteTarget, weights: Mapping[str, int]) -> ports.TrafficSplit:
         istio_routes.validate_weights(target, weights)  # a bad split fails before any I/O
@@ -139,11 +146,12 @@ def _http_ops(
     """The guards (on ``old``'s indices) and the changes that turn ``old``'s http routes into ``new``'s.
 
     The two lists are aligned by route identity (the name; for an unnamed
-    route everything but its ``route`` list), so the routes an A/B test
-    inserts or removes become single ``add``/``remove`` ops and every other
-    route keeps its op on its own index.  A route present in both is patched
-    at its ``route`` list when only that changed, and replaced whole otherwise
-    (an inserted route someone edited).  The changes run front to back, each
+    route everything but its ``route`` list and mirror fields), so the routes
+    an A/B test inserts or removes become single ``add``/``remove`` ops and
+    every other route keeps its op on its own index.  A route present in both
+    is patched field by field when only its ``route`` list and mirror fields
+    (``mirror``, ``mirrorPercentage``, ``mirrorPercent``) changed, and
+    replaced whole otherwise (an inserted route someone edited).  The changes run front to back, each
     on the index the route has by then: the routes before it are already
     ``new``'s, the routes after it still ``old``'s.
     """
@@ -173,13 +181,16 @@ def _http_ops(
                 if before == after:
                     continue
                 guards += _name_test(before, i)
-                if _without_route(before) != _without_route(after):
+                if _unpatched(before) != _unpatched(after):
                     changes.append({"op": "replace", "path": f"/spec/http/{j}", "value": after})
-                elif "route" in after:
-                    op = "replace" if "route" in before else "add"
-                    changes.append({"op": op, "path": f"/spec/http/{j}/route", "value": after["route"]})
-                else:
-                    changes.append({"op": "remove", "path": f"/spec/http/{j}/route"})
+                    continue
+                for field in _ROUTE_FIELDS:
+                    path = f"/spec/http/{j}/{field}"
+                    if field not in after:
+                        changes += [{"op": "remove", "path": path}] if field in before else []
+                    elif field not in before or before[field] != after[field]:
+                        op = "replace" if field in before else "add"
+                        changes.append({"op": op, "path": path, "value": after[field]})
             continue
         for i in range(i1, i2):  # "delete" or "replace": out with the old routes, in with the new
             before = old_http[i]
@@ -196,11 +207,12 @@ def _identity(route: Mapping[str, Any]) -> str:
     name = route.get("name")
     if isinstance(name, str) and name:
         return "name:" + name
-    return "unnamed:" + json.dumps(_without_route(route), sort_keys=True)
+    return "unnamed:" + json.dumps(_unpatched(route), sort_keys=True)
 
 
-def _without_route(route: Mapping[str, Any]) -> dict[str, Any]:
-    return {field: value for field, value in route.items() if field != "route"}
+def _unpatched(route: Mapping[str, Any]) -> dict[str, Any]:
+    """The route without the fields patched one by one (``_ROUTE_FIELDS``)."""
+    return {field: value for field, value in route.items() if field not in _ROUTE_FIELDS}
 
 
 def _name_test(route: Mapping[str, Any], index: int) -> list[dict[str, Any]]:

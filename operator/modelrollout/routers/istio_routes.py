@@ -10,8 +10,14 @@ with golden files and property tests, and never need an API server.
 
 The user owns the VirtualService (Argo Rollouts' rule): only the ``route``
 lists of the managed http routes and one annotation ever change; matches,
-retries, mirrors, other routes and destinations the experiment does not own
-stay exactly as they were.  No function mutates its input.
+retries, the user's mirrors, other routes and destinations the experiment does
+not own stay exactly as they were.  No function mutates its input.
+
+Shadow traffic (``RouteTarget.mirror_percent``) adds the experiment's own
+``mirror`` and ``mirrorPercentage`` to each managed route, copying requests to
+the candidate while users only get the route's answer (see ``with_mirror``).
+It never replaces a mirror the user set, and what it replaced on a route (a
+mirror of the user's to the very candidate) is saved and put back.
 
 The one exception to that rule is an A/B test with cookie affinity
 (``RouteTarget.sticky``): while it runs, it *inserts* three http routes of its
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -37,8 +44,16 @@ ORIGINAL_ROUTES_ANNOTATION = "modelrollout.io/original-routes"
 
 # A VirtualService, or a part of one, as the Kubernetes API returns it.
 Object = dict[str, Any]
-# experiment -> route key -> the route's original ``route`` list
-SavedRoutes = dict[str, dict[str, list[Any]]]
+# experiment -> route key -> the route's original ``route`` list; and, under ``MIRRORS_KEY``, the
+# routes the experiment mirrors: route key -> {"mirror": what it wrote, "original": the fields it replaced}
+SavedRoutes = dict[str, dict[str, Any]]
+
+# The HTTPRoute fields of a (single) mirror: the destination and the share of requests copied there.
+# ``mirrorPercent`` is the deprecated integer form of ``mirrorPercentage``.
+MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrorPercent")
+# The key of an experiment's mirror records among its saved routes (no route has this key: an unnamed
+# route's key is ``#<n>``, and ``ensure_structure`` refuses to manage a route with this name).
+MIRRORS_KEY = "#mirror"
 
 # Names of the http routes experiments insert start with this (``mexp-<experiment>-``).
 INSERTED_PREFIX = "mexp-"
@@ -234,7 +249,74 @@ def read_weights(vs: Mapping[str, Any], target: ports.RouteTarget) -> ports.Traf
                 weights={v.workload: p for v, p in zip(target.variants, percents, strict=True)},
             )
         )
-    return ports.TrafficSplit(routes=tuple(routes))
+    return ports.TrafficSplit(routes=tuple(routes), mirror=read_mirror(vs, target))
+
+
+def read_mirror(vs: Mapping[str, Any], target: ports.RouteTarget) -> float | None:
+    """The percent of the managed routes' requests mirrored to the (first) candidate, or None.
+
+    None when no managed route mirrors to the candidate; when some do and others
+    do not or mirror less, the smallest percent (0 for a route without the
+    mirror), so that any drift from ``target.mirror_percent`` shows.  As in
+    Istio, a mirror without ``mirrorPercentage`` (nor the deprecated
+    ``mirrorPercent``) copies every request.  Whoever wrote the mirror, the
+    experiment or the user, it counts if it points at the candidate.
+    """
+    indices = managed_route_indices(vs, target)
+    if len(target.variants) < 2:
+        return None
+    http = _http(vs)
+    percents: list[float | None] = []
+    for i in indices:
+        route = http[i]
+        mirror = route.get("mirror")
+        ours = isinstance(mirror, Mapping) and _same_destination(mirror, mirror_destination(route, target))
+        percents.append(mirror_percent(route) if ours else None)
+    if all(percent is None for percent in percents):
+        return None
+    return min(0.0 if percent is None else percent for percent in percents)
+
+
+def mirror_percent(route: Mapping[str, Any]) -> float:
+    """The percent of ``route``'s requests its ``mirror`` gets, as Istio reads it (absent: 100)."""
+    percentage = route.get("mirrorPercentage")
+    if isinstance(percentage, Mapping):
+        return float(percentage.get("value") or 0.0)  # a Percent without a value is 0
+    legacy = route.get("mirrorPercent")
+    if isinstance(legacy, int | float) and not isinstance(legacy, bool):
+        return float(legacy)
+    return 100.0
+
+
+def mirror_destination(route: Mapping[str, Any], target: ports.RouteTarget) -> Object:
+    """The mirror destination of the candidate on ``route``: where its routed traffic would go.
+
+    The candidate's destination in the route (host, subset and port, as
+    ``ensure_structure`` copied them from the baseline's); before it has one,
+    the candidate's host, else the baseline's, and the candidate's subset.
+    """
+    candidate = target.variants[1]
+    entries: list[Any] = route.get("route") or []
+    owned = owned_entries(route, target)
+    if candidate.workload in owned:
+        destination = entries[owned[candidate.workload]].get("destination") or {}
+        return {f: copy.deepcopy(destination[f]) for f in ("host", "subset", "port") if f in destination}
+    host = candidate.host
+    if host is None and target.baseline.workload in owned:
+        host = (entries[owned[target.baseline.workload]].get("destination") or {}).get("host")
+    mirror: Object = {"host": host}
+    if candidate.subset is not None:
+        mirror["subset"] = candidate.subset
+    return mirror
+
+
+def _same_destination(mirror: Any, destination: Mapping[str, Any]) -> bool:
+    """Whether a mirror goes to ``destination``: the same host and subset (a port only narrows it)."""
+    return (
+        isinstance(mirror, Mapping)
+        and mirror.get("host") == destination.get("host")
+        and mirror.get("subset") == destination.get("subset")
+    )
 
 
 def apportion(total: int, shares: Sequence[int]) -> list[int]:
@@ -269,6 +351,18 @@ def saved_routes(vs: Mapping[str, Any]) -> SavedRoutes:
     if not isinstance(saved, dict) or not all(isinstance(routes, dict) for routes in saved.values()):
         # Refuse rather than overwrite: it may hold other experiments' originals.
         raise ports.RouterError(f"annotation {ORIGINAL_ROUTES_ANNOTATION} is not a JSON object of objects")
+    for experiment, routes in saved.items():
+        records = routes.get(MIRRORS_KEY, {})
+        if not isinstance(records, dict) or not all(
+            isinstance(record, dict)
+            and isinstance(record.get("mirror"), dict)
+            and isinstance(record.get("original"), dict)
+            for record in records.values()
+        ):
+            raise ports.RouterError(
+                f"annotation {ORIGINAL_ROUTES_ANNOTATION}: the mirrors of experiment {experiment} "
+                "are not route -> {mirror, original} objects"
+            )
     return saved
 
 
@@ -295,6 +389,8 @@ def ensure_structure(vs: Mapping[str, Any], target: ports.RouteTarget) -> Object
     and the like carry over) with the candidate's host and subset.  The
     original is saved once per experiment and route: a restart must never
     replace the true original with an already modified route.
+
+    Then the mirror follows ``target.mirror_percent`` (see ``with_mirror``).
     """
     indices = managed_route_indices(vs, target)
     new: Object = copy.deepcopy(dict(vs))
@@ -303,6 +399,10 @@ def ensure_structure(vs: Mapping[str, Any], target: ports.RouteTarget) -> Object
     saved = saved_routes(new)
     mine = saved.setdefault(target.experiment, {})
     for i in indices:
+        if keys[i] == MIRRORS_KEY:
+            raise ports.RouterError(
+                f"http route {keys[i]} of {_where(target)}: the name {MIRRORS_KEY} is reserved"
+            )
         entries = http[i]["route"]
         mine.setdefault(keys[i], copy.deepcopy(entries))
         owned = owned_entries(http[i], target)
@@ -321,7 +421,94 @@ def ensure_structure(vs: Mapping[str, Any], target: ports.RouteTarget) -> Object
             added["weight"] = 0
             entries.append(added)
     _store_saved(new, saved)
+    return with_mirror(new, target)
+
+
+def with_mirror(vs: Mapping[str, Any], target: ports.RouteTarget) -> Object:
+    """Mirror ``target.mirror_percent`` of every managed route's requests to the candidate, or stop.
+
+    Istio's shadow traffic: with a percent, each managed route gets
+    ``mirror`` (``mirror_destination``: the candidate's host, subset and port
+    as its destination in the route has them) and ``mirrorPercentage:
+    {value: <percent>}``; its ``route`` and weights stay as they are, so users
+    only ever get the answers of the route's destinations.  The fields the
+    mirror replaced (none, or a mirror of the user's to the candidate itself)
+    are recorded once in the saved routes, under ``MIRRORS_KEY``.  A route
+    that already mirrors elsewhere (``mirror`` to another destination, or any
+    ``mirrors``) is the user's: a RouterError names it and nothing changes.
+
+    Without a percent, the mirrors the experiment recorded go: a route whose
+    mirror still points where the experiment wrote gets the recorded fields
+    back; a mirror someone changed meanwhile stays theirs.  Mirrors the
+    experiment never wrote are never touched.  ``restore_original`` puts back
+    the recorded fields too.  Idempotent: the same target twice gives the
+    same object.
+    """
+    indices = managed_route_indices(vs, target)
+    new: Object = copy.deepcopy(dict(vs))
+    http = _http(new)
+    keys = route_keys(http)
+    saved = saved_routes(new)
+    mine: dict[str, Any] = saved.get(target.experiment, {})
+    records: dict[str, Any] = mine.get(MIRRORS_KEY, {})
+    percent = target.mirror_percent
+    if percent is None:
+        if not any(keys[i] in records for i in indices):
+            return new
+        for i in indices:
+            record = records.pop(keys[i], None)
+            if record is not None:
+                _put_back_mirror(http[i], record)
+    else:
+        desired = {i: mirror_destination(http[i], target) for i in indices}
+        for i in indices:  # every route first: nothing is written when one is the user's
+            _check_mirror_free(http[i], keys[i], target, desired[i])
+        for i in indices:
+            route = http[i]
+            record = records.setdefault(
+                keys[i], {"original": {f: copy.deepcopy(route[f]) for f in MIRROR_FIELDS if f in route}}
+            )
+            record["mirror"] = copy.deepcopy(desired[i])
+            route.pop("mirrorPercent", None)
+            route["mirror"] = desired[i]
+            route["mirrorPercentage"] = {"value": float(percent)}
+    if records:
+        mine[MIRRORS_KEY] = records
+        saved[target.experiment] = mine
+    else:
+        mine.pop(MIRRORS_KEY, None)
+        if not mine:  # only without ``ensure_structure``: nothing else was saved
+            saved.pop(target.experiment, None)
+    _store_saved(new, saved)
     return new
+
+
+def _check_mirror_free(
+    route: Mapping[str, Any], key: str, target: ports.RouteTarget, desired: Mapping[str, Any]
+) -> None:
+    """Raise RouterError when the route mirrors somewhere else than ``desired``: that mirror is the user's."""
+    where = f"http route {key} of {_where(target)}"
+    candidate = describe(target.variants[1])
+    if route.get("mirrors"):
+        raise ports.RouterError(
+            f"{where} already has mirrors (field mirrors): the experiment will not add its mirror to "
+            f"{candidate} next to them"
+        )
+    mirror = route.get("mirror")
+    if mirror is not None and not _same_destination(mirror, desired):
+        shown = json.dumps(mirror, sort_keys=True, separators=(",", ":"))
+        raise ports.RouterError(
+            f"{where} already mirrors to {shown} (field mirror): the experiment will not replace it "
+            f"with its mirror to {candidate}"
+        )
+
+
+def _put_back_mirror(route: Object, record: Mapping[str, Any]) -> None:
+    """Give ``route`` (edited in place) its recorded mirror fields back, if its mirror is still ours."""
+    if _same_destination(route.get("mirror"), record["mirror"]):
+        for field in MIRROR_FIELDS:
+            route.pop(field, None)
+        route.update(copy.deepcopy(record["original"]))
 
 
 def validate_weights(target: ports.RouteTarget, weights: Mapping[str, int]) -> None:
@@ -382,6 +569,7 @@ def restore_original(vs: Mapping[str, Any], experiment: str) -> Object:
     """Put back the routes ``experiment`` saved, remove the routes it inserted, and forget them.
 
     Routes are found by key again; a route that no longer exists is skipped.
+    The mirrors it wrote go, giving back what they replaced (see ``with_mirror``).
     Other experiments' saved and inserted routes stay.
     """
     new = without_inserted_routes(vs, experiment)
@@ -392,8 +580,11 @@ def restore_original(vs: Mapping[str, Any], experiment: str) -> Object:
     http = _http(new)
     keys = {key: i for i, key in enumerate(route_keys(http))}
     for key, original in mine.items():
-        if key in keys:
+        if key in keys and key != MIRRORS_KEY:
             http[keys[key]]["route"] = copy.deepcopy(original)
+    for key, record in (mine.get(MIRRORS_KEY) or {}).items():
+        if key in keys:
+            _put_back_mirror(http[keys[key]], record)
     _store_saved(new, saved)
     return new
 
@@ -601,6 +792,18 @@ def _check_target(target: ports.RouteTarget) -> None:
     if len(set(workloads)) != len(workloads):
         raise ValueError(f"variant workloads must be unique, got {workloads}")
     sticky = target.sticky
+    percent = target.mirror_percent
+    if percent is not None:
+        number = isinstance(percent, int | float) and not isinstance(percent, bool)
+        if not number or not math.isfinite(percent) or not 0 < percent <= 100:
+            raise ValueError(f"the mirror percent must be a number with 0 < percent <= 100, got {percent!r}")
+        if len(workloads) < 2:
+            raise ValueError("mirroring needs a candidate to mirror to")
+        if sticky is not None:
+            raise ValueError(
+                "an A/B test with sticky routing cannot mirror as well: its candidate's metrics "
+                "would mix its own users with the copies of the baseline's"
+            )
     if sticky is None:
         return
     if len(workloads) != 2:

@@ -66,6 +66,11 @@ class InMemoryRouter:
         self._maybe_fail()
         return istio_routes.read_weights(self._lookup(target.namespace, target.name), target)
 
+    def get_mirror(self, target: ports.RouteTarget) -> float | None:
+        """The percent mirrored to the candidate, read back from the object (``istio_routes.read_mirror``)."""
+        self._maybe_fail()
+        return istio_routes.read_mirror(self._lookup(target.namespace, target.name), target)
+
     def set_routes(self, target: ports.RouteTarget, weights: Mapping[str, int]) -> ports.TrafficSplit:
         istio_routes.validate_weights(target, weights)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -438,3 +439,165 @@ def test_the_patch_always_turns_the_object_read_into_the_desired_one(
     assert _spec_and_annotations(_apply(vs, istio.json_patch(vs, restored))) == _spec_and_annotations(
         restored
     )
+
+
+# --------------------------------------------------------------------------- shadow traffic (mirror)
+
+SHADOW = dataclasses.replace(TARGET, mirror_percent=100.0)
+MIRROR = {"host": "churn", "subset": "v2"}
+
+
+def test_a_shadow_round_trip_patches_the_mirror_fields_one_by_one() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    assert router.reconcile(SHADOW).weights() == {"churn-v1": 100, "churn-v2": 0}
+    [patch] = api.patches
+    assert patch[:6] == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
+        {"op": "test", "path": "/spec/http/1/name", "value": "primary"},
+        {
+            "op": "replace",
+            "path": "/spec/http/1/route",
+            "value": [
+                {"destination": {"host": "churn", "subset": "v1"}, "weight": 100},
+                {"destination": {"host": "churn", "subset": "v2"}, "weight": 0},
+            ],
+        },
+        {"op": "add", "path": "/spec/http/1/mirror", "value": MIRROR},
+        {"op": "add", "path": "/spec/http/1/mirrorPercentage", "value": {"value": 100.0}},
+        {"op": "add", "path": "/metadata/annotations", "value": patch[5]["value"]},
+    ]
+    assert len(patch) == 6
+    assert router.get_mirror(SHADOW) == 100.0
+    assert api.vs is not None and api.vs["spec"]["http"][0] == _vs()["spec"]["http"][0]
+
+    writes = len(api.patches)
+    router.set_routes(SHADOW, {"churn-v1": 100, "churn-v2": 0})
+    router.reconcile(SHADOW)
+    assert len(api.patches) == writes  # idempotent: no write
+
+    quarter = dataclasses.replace(TARGET, mirror_percent=25)
+    router.reconcile(quarter)
+    assert api.patches[-1] == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "2"},
+        {"op": "test", "path": "/spec/http/1/name", "value": "primary"},
+        {"op": "replace", "path": "/spec/http/1/mirrorPercentage", "value": {"value": 25.0}},
+    ]
+    assert router.get_mirror(TARGET) == 25.0
+
+    # The canary starts: the mirror goes, the split is written, in one patch.
+    assert router.set_routes(TARGET, {"churn-v1": 90, "churn-v2": 10}).weights() == {
+        "churn-v1": 90,
+        "churn-v2": 10,
+    }
+    ops = [(op["op"], op["path"]) for op in api.patches[-1]]
+    assert ops == [
+        ("test", "/metadata/resourceVersion"),
+        ("test", "/spec/http/1/name"),
+        ("replace", "/spec/http/1/route"),
+        ("remove", "/spec/http/1/mirror"),
+        ("remove", "/spec/http/1/mirrorPercentage"),
+        ("replace", ANNOTATION_PATH),
+    ]
+    assert router.get_mirror(TARGET) is None
+    assert api.vs is not None and "mirror" not in api.vs["spec"]["http"][1]
+
+    router.finalize(TARGET)
+    assert _spec_and_annotations(api.vs) == (_vs()["spec"], None)
+
+
+def test_finalize_while_shadowing_removes_the_mirror() -> None:
+    api = FakeApi(_vs())
+    router = istio.IstioRouter(api)
+    router.reconcile(dataclasses.replace(TARGET, mirror_percent=50))
+    router.finalize(TARGET)
+    assert _spec_and_annotations(api.vs) == (_vs()["spec"], None)
+    ops = {(op["op"], op["path"]) for op in api.patches[-1]}
+    assert {("remove", "/spec/http/1/mirror"), ("remove", "/spec/http/1/mirrorPercentage")} <= ops
+
+
+def test_an_unnamed_route_gets_its_mirror_as_field_ops_not_a_new_route() -> None:
+    vs = _vs()
+    del vs["spec"]["http"][1]["name"]
+    api = FakeApi(vs)
+    router = istio.IstioRouter(api)
+    router.reconcile(TARGET)
+    router.reconcile(SHADOW)
+    assert [(op["op"], op["path"]) for op in api.patches[-1]] == [
+        ("test", "/metadata/resourceVersion"),
+        ("add", "/spec/http/1/mirror"),
+        ("add", "/spec/http/1/mirrorPercentage"),
+        ("replace", ANNOTATION_PATH),
+    ]
+    router.reconcile(TARGET)
+    assert [(op["op"], op["path"]) for op in api.patches[-1]] == [
+        ("test", "/metadata/resourceVersion"),
+        ("remove", "/spec/http/1/mirror"),
+        ("remove", "/spec/http/1/mirrorPercentage"),
+        ("replace", ANNOTATION_PATH),
+    ]
+    router.finalize(TARGET)
+    assert _spec_and_annotations(api.vs) == (vs["spec"], None)
+
+
+def test_a_users_mirror_is_refused_before_any_write() -> None:
+    vs = _vs()
+    vs["spec"]["http"][1]["mirror"] = {"host": "audit"}
+    api = FakeApi(vs)
+    with pytest.raises(
+        ports.RouterError,
+        match=r"http route primary of VirtualService ml/churn already mirrors to .*audit.* \(field mirror\)",
+    ):
+        istio.IstioRouter(api).reconcile(SHADOW)
+    assert api.patches == []
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(SPLITS, st.sampled_from([None, 100.0, 30.0, 0.5])), min_size=1, max_size=5), st.data()
+)
+def test_the_patch_is_right_whatever_the_mirror_does(
+    steps: list[tuple[int, float | None]], data: st.DataObject
+) -> None:
+    vs = _vs()
+    vs["spec"]["http"].append(
+        {"match": [{"uri": {"prefix": "/b"}}], "route": [{"destination": {"host": "churn", "subset": "v1"}}]}
+    )
+    vs["spec"]["http"].insert(0, {"mirror": {"host": "audit"}, "route": [{"destination": {"host": "other"}}]})
+    for candidate, percent in steps:
+        vs = data.draw(_drift(vs))
+        target = dataclasses.replace(TARGET, mirror_percent=percent)
+        desired = istio_routes.with_weights(
+            istio_routes.ensure_structure(vs, target),
+            target,
+            {"churn-v1": 100 - candidate, "churn-v2": candidate},
+        )
+        patch = istio.json_patch(vs, desired)
+        assert _spec_and_annotations(_apply(vs, patch)) == _spec_and_annotations(desired)
+        whole = [op for op in patch if re.fullmatch(r"/spec/http/[0-9]+", op["path"]) and op["op"] != "test"]
+        assert whole == []  # a mirror added or removed is patched field by field
+        assert istio.json_patch(desired, desired) == []
+        vs = desired
+    restored = istio_routes.restore_original(vs, TARGET.experiment)
+    assert _spec_and_annotations(_apply(vs, istio.json_patch(vs, restored))) == _spec_and_annotations(
+        restored
+    )
+
+
+def test_a_users_mirror_to_the_candidate_is_taken_over_and_given_back() -> None:
+    vs = _vs()
+    vs["spec"]["http"][1]["mirror"] = dict(MIRROR)
+    vs["spec"]["http"][1]["mirrorPercent"] = 10  # the deprecated integer form
+    api = FakeApi(vs)
+    router = istio.IstioRouter(api)
+    router.reconcile(SHADOW)
+    changes = [(op["op"], op["path"]) for op in api.patches[-1] if op["op"] != "test"]
+    assert changes == [
+        ("replace", "/spec/http/1/route"),
+        ("add", "/spec/http/1/mirrorPercentage"),
+        ("remove", "/spec/http/1/mirrorPercent"),
+        ("add", "/metadata/annotations"),
+    ]
+    assert router.get_mirror(SHADOW) == 100.0
+    router.finalize(TARGET)
+    assert _spec_and_annotations(api.vs) == (vs["spec"], None)

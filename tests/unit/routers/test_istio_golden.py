@@ -1,10 +1,12 @@
 """Golden tests of the pure VirtualService edits: one YAML file per case.
 
 Each file in ``golden/`` holds a ``target`` (with ``sticky`` for an A/B test
-with cookie affinity), an ``operation`` (a name or a list applied in order;
-``weights`` for ``with_weights``, or ``{with_weights: {...}}`` for a split of
-its own), an ``input`` VirtualService and the ``expected`` VirtualService,
-split or error.  For
+with cookie affinity, ``mirror_percent`` for shadow traffic), an ``operation``
+(a name or a list applied in order; ``weights`` for ``with_weights``, or
+``{with_weights: {...}}`` for a split of its own; ``{mirror_percent: p}``
+changes the target's mirror for the operations after it), an ``input``
+VirtualService and the ``expected`` VirtualService, split, ``{read_mirror:
+percent}`` or error.  For
 readability the original-routes annotation is written as YAML in the files
 and encoded/decoded here; the real functions only ever see the JSON string.
 """
@@ -12,6 +14,7 @@ and encoded/decoded here; the real functions only ever see the JSON string.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -36,6 +39,7 @@ def _target(raw: dict[str, Any], vs: dict[str, Any]) -> ports.RouteTarget:
         name=vs["metadata"]["name"],
         routes=None if routes is None else tuple(routes),
         variants=tuple(ports.Destination(**variant) for variant in raw["variants"]),
+        mirror_percent=raw.get("mirror_percent"),
         sticky=None
         if sticky is None
         else ports.Stickiness(
@@ -67,9 +71,12 @@ def _run(case: dict[str, Any], vs: dict[str, Any], target: ports.RouteTarget) ->
     result: Any = vs
     for operation in operations:
         if isinstance(operation, dict):
-            [(name, weights)] = operation.items()
+            [(name, argument)] = operation.items()
+            if name == "mirror_percent":
+                target = dataclasses.replace(target, mirror_percent=argument)
+                continue
             assert name == "with_weights", name
-            result = istio_routes.with_weights(result, target, weights)
+            result = istio_routes.with_weights(result, target, argument)
         elif operation == "ensure_structure":
             result = istio_routes.ensure_structure(result, target)
         elif operation == "with_weights":
@@ -78,6 +85,10 @@ def _run(case: dict[str, Any], vs: dict[str, Any], target: ports.RouteTarget) ->
             result = istio_routes.restore_original(result, target.experiment)
         elif operation == "read_weights":
             result = istio_routes.read_weights(result, target)
+        elif operation == "with_mirror":
+            result = istio_routes.with_mirror(result, target)
+        elif operation == "read_mirror":
+            result = {"read_mirror": istio_routes.read_mirror(result, target)}
         else:
             raise AssertionError(f"unknown operation {operation}")
     return result
@@ -102,6 +113,10 @@ def test_golden(path: pathlib.Path) -> None:
 
     result = _run(case, vs, target)
     assert vs == pristine, "the input was mutated"
+
+    if isinstance(result, dict) and "read_mirror" in result:
+        assert result == expected
+        return
 
     if isinstance(result, ports.TrafficSplit):
         assert [{"route": r.route, "weights": dict(r.weights)} for r in result.routes] == expected

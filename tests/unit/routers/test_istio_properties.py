@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +63,22 @@ def model_routes(draw: st.DrawFn, candidates: int) -> dict[str, Any]:
             {}, optional={"timeout": st.just("5s"), "match": st.just([{"uri": {"prefix": "/p"}}])}
         )
     )
-    return {**extras, "route": route}
+    return {**extras, **draw(USER_MIRRORS), "route": route}
+
+
+# A managed route's own mirror fields: none (mostly), the user's mirror to the candidate, or elsewhere.
+CANDIDATE_MIRROR = {"host": HOST, "subset": "v2"}
+USER_MIRRORS = st.sampled_from(
+    [
+        {},
+        {},
+        {},
+        {"mirror": CANDIDATE_MIRROR},
+        {"mirror": CANDIDATE_MIRROR, "mirrorPercent": 7},
+        {"mirror": {"host": "audit"}, "mirrorPercentage": {"value": 5.0}},
+    ]
+)
+PERCENTS = st.one_of(st.sampled_from([100, 100.0, 50.0, 0.5]), st.floats(0.01, 100.0))
 
 
 other_routes = st.fixed_dictionaries(
@@ -159,3 +176,85 @@ def test_apportion_is_exact_and_fair(total: int, shares: list[int]) -> None:
     assert sum(parts) == total
     for part, share in zip(parts, shares, strict=True):
         assert abs(part * sum(shares) - total * share) < sum(shares)  # within one unit of exact
+
+
+# --------------------------------------------------------------------------- shadow traffic (mirror)
+
+
+def _mirrors_elsewhere(vs: dict[str, Any], target: ports.RouteTarget) -> bool:
+    """Whether a managed route has a mirror of the user's that is not to the candidate."""
+    http = vs["spec"]["http"]
+    return any(
+        http[i].get("mirror") not in (None, CANDIDATE_MIRROR)
+        for i in istio_routes.managed_route_indices(vs, target)
+    )
+
+
+def _routes(vs: dict[str, Any]) -> list[Any]:
+    return [route.get("route") for route in vs["spec"]["http"]]
+
+
+@settings(max_examples=300)
+@given(scenarios(), PERCENTS)
+def test_mirror_set_and_unset_are_idempotent_and_leave_the_weights(
+    scenario: tuple[dict[str, Any], ports.RouteTarget, dict[str, int]], percent: float
+) -> None:
+    vs, plain, weights = scenario
+    shadow = dataclasses.replace(plain, mirror_percent=percent)
+    if _mirrors_elsewhere(vs, plain):
+        with pytest.raises(ports.RouterError, match=r"already mirrors to .* \(field mirror\)"):
+            istio_routes.ensure_structure(vs, shadow)
+        return
+    without = istio_routes.ensure_structure(vs, plain)
+    mirrored = istio_routes.ensure_structure(vs, shadow)
+    assert istio_routes.ensure_structure(mirrored, shadow) == mirrored
+    assert istio_routes.with_mirror(mirrored, shadow) == mirrored
+    assert istio_routes.read_mirror(mirrored, shadow) == pytest.approx(float(percent))
+    assert _routes(mirrored) == _routes(without)  # the weights are not the mirror's business
+
+    managed = istio_routes.managed_route_indices(vs, plain)
+    for i, route in enumerate(mirrored["spec"]["http"]):
+        if i in managed:
+            assert route["mirror"] == CANDIDATE_MIRROR
+            assert route["mirrorPercentage"] == {"value": float(percent)}
+            assert "mirrorPercent" not in route
+        else:
+            assert json.dumps(route, sort_keys=True) == json.dumps(vs["spec"]["http"][i], sort_keys=True)
+
+    # Weights written while mirroring are the weights written without it.
+    weighted = istio_routes.with_weights(mirrored, shadow, weights)
+    assert _routes(weighted) == _routes(istio_routes.with_weights(without, plain, weights))
+    assert istio_routes.read_weights(weighted, shadow) == istio_routes.read_weights(
+        istio_routes.with_weights(without, plain, weights), plain
+    )
+    assert istio_routes.read_mirror(weighted, shadow) == pytest.approx(float(percent))
+
+    # Unset: exactly as if the experiment had never mirrored, and idempotent again.
+    unset = istio_routes.ensure_structure(mirrored, plain)
+    assert unset == without
+    assert istio_routes.ensure_structure(unset, plain) == unset
+    # What is left is the user's: read as theirs (None without mirrors, 0 where some routes lack one).
+    users = [vs["spec"]["http"][i].get("mirror") == CANDIDATE_MIRROR for i in managed]
+    read = istio_routes.read_mirror(unset, plain)
+    if not any(users):
+        assert read is None
+    elif not all(users):
+        assert read == 0.0
+
+
+@settings(max_examples=300)
+@given(scenarios(), st.lists(st.one_of(st.none(), PERCENTS), min_size=1, max_size=4), st.data())
+def test_restore_gives_back_the_original_after_any_mirroring(
+    scenario: tuple[dict[str, Any], ports.RouteTarget, dict[str, int]],
+    percents: list[float | None],
+    data: st.DataObject,
+) -> None:
+    vs, plain, weights = scenario
+    if _mirrors_elsewhere(vs, plain):
+        percents = [None] * len(percents)
+    result = vs
+    for percent in percents:
+        target = dataclasses.replace(plain, mirror_percent=percent)
+        split = dict(zip(weights, data.draw(splits(100, len(weights))), strict=True))
+        result = istio_routes.with_weights(istio_routes.ensure_structure(result, target), target, split)
+    assert istio_routes.restore_original(result, plain.experiment) == vs

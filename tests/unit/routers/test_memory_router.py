@@ -178,3 +178,84 @@ def test_a_sticky_ab_test_inserts_routes_while_running_and_removes_them() -> Non
     assert names() == ["docs", "primary"]
     router.finalize(sticky)
     assert router.get("ml", "churn") == _vs()
+
+
+def test_a_shadow_phase_then_a_canary_then_finalize() -> None:
+    shadow = dataclasses.replace(TARGET, mirror_percent=50.0)
+    router = memory.InMemoryRouter([_vs()])
+    assert router.get_mirror(TARGET) is None
+    assert router.reconcile(shadow) == _split(churn_v1=100, churn_v2=0)
+    primary = router.get("ml", "churn")["spec"]["http"][1]
+    assert primary["mirror"] == {"host": "churn", "subset": "v2"}
+    assert primary["mirrorPercentage"] == {"value": 50.0}
+    assert router.get_mirror(shadow) == 50.0
+    assert router.get("ml", "churn")["spec"]["http"][0] == _vs()["spec"]["http"][0]
+    writes = len(router.writes)
+    router.reconcile(shadow)
+    router.set_routes(shadow, {"churn-v1": 100, "churn-v2": 0})
+    assert len(router.writes) == writes  # nothing changes, nothing is written
+
+    edited = router.get("ml", "churn")
+    del edited["spec"]["http"][1]["mirror"]  # drift: a user removes the mirror
+    router.put(edited)
+    assert router.get_mirror(shadow) is None  # read from the object
+    router.reconcile(shadow)
+    assert router.get_mirror(shadow) == 50.0  # and it comes back
+
+    assert router.set_routes(TARGET, {"churn-v1": 80, "churn-v2": 20}) == _split(churn_v1=80, churn_v2=20)
+    assert router.get_mirror(TARGET) is None
+    assert "mirror" not in router.get("ml", "churn")["spec"]["http"][1]
+    router.finalize(TARGET)
+    assert router.get("ml", "churn") == _vs()
+    assert [w.operation for w in router.writes] == ["reconcile", "reconcile", "set_routes", "finalize"]
+
+
+def test_finalize_during_the_shadow_phase_removes_the_mirror() -> None:
+    router = memory.InMemoryRouter([_vs()])
+    router.reconcile(dataclasses.replace(TARGET, mirror_percent=100))
+    router.finalize(TARGET)
+    assert router.get("ml", "churn") == _vs()
+
+
+def test_a_users_mirror_is_never_overwritten() -> None:
+    vs = _vs()
+    vs["spec"]["http"][1]["mirror"] = {"host": "audit"}
+    router = memory.InMemoryRouter([vs])
+    with pytest.raises(ports.RouterError, match=r"primary of VirtualService ml/churn .* \(field mirror\)"):
+        router.reconcile(dataclasses.replace(TARGET, mirror_percent=10))
+    assert router.writes == []
+    router.reconcile(TARGET)  # without a mirror of its own, the experiment leaves the user's alone
+    assert router.get("ml", "churn")["spec"]["http"][1]["mirror"] == {"host": "audit"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mirror_percent": 0}, "0 < percent <= 100"),
+        ({"mirror_percent": 100.5}, "0 < percent <= 100"),
+        ({"mirror_percent": float("nan")}, "0 < percent <= 100"),
+        ({"mirror_percent": True}, "0 < percent <= 100"),
+        ({"mirror_percent": 50, "variants": TARGET.variants[:1]}, "needs a candidate"),
+        (
+            {"mirror_percent": 50, "sticky": ports.Stickiness(cookie="c", max_age_seconds=60)},
+            "A/B test with sticky routing cannot mirror",
+        ),
+    ],
+)
+def test_a_bad_mirror_is_refused(fields: dict[str, Any], message: str) -> None:
+    router = memory.InMemoryRouter([_vs()])
+    with pytest.raises(ValueError, match=message):
+        router.reconcile(dataclasses.replace(TARGET, **fields))
+    assert router.writes == []
+
+
+def test_a_sticky_target_without_mirror_still_removes_the_experiments_mirror() -> None:
+    router = memory.InMemoryRouter([_vs()])
+    router.reconcile(dataclasses.replace(TARGET, mirror_percent=20))
+    sticky = dataclasses.replace(TARGET, sticky=ports.Stickiness(cookie="mexp-churn-v2", max_age_seconds=60))
+    router.set_routes(sticky, {"churn-v1": 50, "churn-v2": 50})
+    http = router.get("ml", "churn")["spec"]["http"]
+    assert not any("mirror" in route for route in http)  # nor copied into the inserted routes
+    assert router.get_mirror(sticky) is None
+    router.finalize(sticky)
+    assert router.get("ml", "churn") == _vs()
