@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelrollout import measure, metrics, notify, ports, spec, spec_hooks, status, webhooks
-from modelrollout.core import approvals, canary, guardrails, model, planning, sequential
+from modelrollout.core import approvals, canary, guardrails, model, planning, sequential, shadow
 from modelrollout.providers import telemetry
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Reconciler:
         default_factory=weakref.WeakKeyDictionary
     )
     _telemetry_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    # The mirror percent each experiment's routes held at its last read (under its tick lock).
+    _mirrors: dict[tuple[str, str], float | None] = dataclasses.field(default_factory=dict)
 
     def tick(self, namespace: str, name: str) -> float | None:
         """Run one tick; return seconds until the next, or None when the experiment is gone."""
@@ -108,7 +110,7 @@ class Reconciler:
             # An invalid spec names no routes we could trust; before any step nothing moved,
             # mid-rollout the traffic stays where it was held.
             return "invalid spec: cannot tell which routes to restore; traffic left as it is"
-        target = route_target(experiment, body)
+        target = route_target(experiment, body, model.State())  # deleted: no mirror either
         self.router.finalize(target)  # the routes as they were before the experiment
         try:
             split = self.router.get_routes(target)
@@ -140,7 +142,9 @@ class Reconciler:
 
         target = route_target(experiment, body)
         try:
-            weights = self.router.get_routes(target).weights()
+            split = self.router.get_routes(target)
+            weights = split.weights()
+            self._mirrors[meta["namespace"], meta["name"]] = split.mirror
         except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
             obs = model.Observation(None, annotations, generation)
             return canary.blocked(experiment, state, obs, e.reason, str(e)), experiment, None, None
@@ -212,9 +216,9 @@ class Reconciler:
 
         sink = self.events(body)
         if experiment is not None:
-            target = route_target(experiment, body)
+            target = route_target(experiment, body, decision.state)
             try:
-                self._route(target, decision, routes)
+                self._route(target, decision, routes, self._mirrors.pop((namespace, name), None))
             except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
                 # Gone between our read and write: the next tick records it as blocked.
                 logger.warning("%s/%s: %s", namespace, name, e)
@@ -285,12 +289,18 @@ class Reconciler:
                 sink.emit("Warning", "WebhookFailed", f"post-rollout webhook {answer.name}: {answer.detail}")
 
     def _route(
-        self, target: ports.RouteTarget, decision: model.Decision, routes: Mapping[str, int] | None
+        self,
+        target: ports.RouteTarget,
+        decision: model.Decision,
+        routes: Mapping[str, int] | None,
+        mirror: float | None,
     ) -> None:
         if decision.restore_routes:
             self.router.finalize(target)
-        if decision.weights is not None and (routes is None or dict(routes) != dict(decision.weights)):
-            self.router.set_routes(target, decision.weights)
+        if decision.weights is None:
+            return
+        if routes is None or dict(routes) != dict(decision.weights) or mirror != target.mirror_percent:
+            self.router.set_routes(target, decision.weights)  # the weights, and the shadow's mirror
 
 
 def plan_summary(
@@ -348,8 +358,12 @@ def evaluation_window(
     return window, last + window
 
 
-def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> ports.RouteTarget:
+def route_target(
+    experiment: spec.ExperimentSpec, body: Mapping[str, Any], state: model.State | None = None
+) -> ports.RouteTarget:
+    """What the router works on; ``state`` (default: the body's status) says whether to mirror."""
     meta = body.get("metadata", {})
+    state = state if state is not None else status.parse_state(body.get("status"))
     vs = experiment.virtual_service
     return ports.RouteTarget(
         experiment=meta["name"],
@@ -361,6 +375,7 @@ def route_target(experiment: spec.ExperimentSpec, body: Mapping[str, Any]) -> po
             for v in measure.variants(experiment)
         ),
         sticky=sticky_routing(experiment, meta["name"]),
+        mirror_percent=shadow.mirror_percent(experiment, state),
     )
 
 

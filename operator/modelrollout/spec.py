@@ -20,7 +20,7 @@ import pydantic
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout import templates
-from modelrollout.spec_ab import ABTestSpec, ObjectiveSpec, check_segments
+from modelrollout.spec_ab import ABTestSpec, ObjectiveSpec, ShadowSpec, check_segments
 from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _fitting, _Model, _problem
 from modelrollout.spec_hooks import NotificationSpec, ValueFrom, WebhookSpec, WebhookType
 
@@ -34,7 +34,7 @@ class Strategy(str, enum.Enum):
 
 # Strategies this version of the operator can run; the others are in the API
 # contract already (so manifests validate) but are refused with a clear error.
-SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY, Strategy.AB_TEST})
+SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY, Strategy.AB_TEST, Strategy.SHADOW})
 
 
 class NoDataPolicy(str, enum.Enum):
@@ -357,8 +357,8 @@ class ExperimentSpec(_Model):
     ab_test: ABTestSpec | None = None
     objective: ObjectiveSpec | None = None
     segments: list[str] | None = None
+    shadow: ShadowSpec | None = None
     # Contract fields of later strategies: accepted so manifests validate.
-    shadow: dict[str, Any] | None = None
     bandit: dict[str, Any] | None = None
 
     @field_validator("segments")
@@ -434,6 +434,33 @@ class ExperimentSpec(_Model):
             return []
         return [("abTest.fairness.metric", fairness.metric)]
 
+    @model_validator(mode="after")
+    def _shadow(self) -> ExperimentSpec:
+        if self.strategy is Strategy.SHADOW and self.shadow is None:
+            raise _problem("is required for strategy Shadow", subpath="shadow", value=None)
+        if self.shadow is not None and self.strategy not in (Strategy.SHADOW, Strategy.CANARY):
+            raise _problem(
+                f"is for strategy Shadow, or a shadow phase before a Canary; not for {self.strategy.value}",
+                subpath="shadow",
+                value=None,
+            )
+        agreement = self.shadow.agreement if self.shadow is not None else None
+        if agreement is not None:
+            metric = next((m for m in self.metrics if m.name == agreement.metric), None)
+            if metric is None or metric.ratio is None:
+                known = ", ".join(m.name for m in self.metrics if m.ratio is not None) or "none"
+                raise _problem(
+                    f"must name a ratio metric in spec.metrics (agreed / compared; ratio metrics: {known})",
+                    subpath="shadow.agreement.metric",
+                    value=agreement.metric,
+                )
+        return self
+
+    @property
+    def has_shadow_phase(self) -> bool:
+        """Shadow alone, or a shadow phase before the canary's steps."""
+        return self.shadow is not None
+
     @property
     def is_ab_test(self) -> bool:
         return self.strategy is Strategy.AB_TEST
@@ -445,17 +472,22 @@ class ExperimentSpec(_Model):
 
     @property
     def interval(self) -> datetime.timedelta:
-        """How often the experiment is evaluated."""
+        """How often the experiment is evaluated (a shadow phase uses the canary's interval)."""
         return self.ab.interval if self.is_ab_test else self.canary.interval
 
     def metric(self, name: str) -> MetricSpec | None:
         return next((metric for metric in self.metrics if metric.name == name), None)
 
     @property
+    def agreement_metric(self) -> str | None:
+        return self.shadow.agreement.metric if self.shadow is not None and self.shadow.agreement else None
+
+    @property
     def guardrails(self) -> list[MetricSpec]:
-        """The metrics that roll back when they break: all of a canary's; an A/B test's Guardrail ones."""
+        """The metrics that roll back when they break: all of a canary's (but the shadow's agreement,
+        measured on the candidate alone); an A/B test's Guardrail ones."""
         if not self.is_ab_test:
-            return list(self.metrics)
+            return [m for m in self.metrics if m.name != self.agreement_metric]
         objective = self.objective.metric if self.objective is not None else None
         return [m for m in self.metrics if m.name != objective and m.effective_role is MetricRole.GUARDRAIL]
 

@@ -196,3 +196,25 @@ def check_segments(value: list[str] | None) -> list[str] | None:
         if value.index(label) != index:
             raise _problem("repeats a segment label", subpath=f"[{index}]", value=label)
     return value
+
+
+class AgreementSpec(_Model):
+    """The candidate must agree with the baseline at least ``min`` of the time (a ratio metric)."""
+
+    metric: str
+    min: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class ShadowSpec(_Model):
+    """Dark launch: a copy of ``mirrorPercent`` % of the baseline's requests goes to the candidate."""
+
+    mirror_percent: Annotated[int, Field(ge=1, le=100, strict=True)] = 100
+    duration: Duration
+    agreement: AgreementSpec | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: datetime.timedelta) -> datetime.timedelta:
+        if value <= datetime.timedelta(0):
+            raise _problem("must be longer than 0s", value=str(value))
+        return value

@@ -18,7 +18,9 @@ from modelrollout.core.model import Phase, State
 
 HISTORY_LIMIT = 50
 # Top-level status fields a strategy reports (State.results), read back as they were written.
-RESULT_FIELDS = ("startedAt", "objective", "secondary", "segments", "abPlan", "srm", "timeline", "report")
+RESULT_FIELDS = (
+    "startedAt", "objective", "secondary", "segments", "abPlan", "srm", "timeline", "report", "shadow",
+)  # fmt: skip
 CONDITION_TYPES = (
     "Ready",
     "Progressing",

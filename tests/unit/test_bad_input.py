@@ -10,7 +10,10 @@ and with hostile ones (weights that do not add up, missing metrics, NaN),
 keeps its invariants and writes a status the API server accepts.  A/B tests
 too: their seeds put every field of abTest, objective, segments and mean
 metrics in the fuzzers' reach, and their observations carry the sums,
-segments and assigned users the A/B core reads.
+segments and assigned users the A/B core reads.  And shadows, alone or as a
+canary's first phase: their seeds put every field of shadow and its agreement
+metric in reach, their observations carry the agreement's counts the shadow
+core reads, and no user is ever routed to the candidate while it shadows.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from hypothesis import strategies as st
 
 from modelrollout import ports, spec
 from modelrollout import status as status_mod
-from modelrollout.core import canary, model
+from modelrollout.core import canary, model, shadow
 from modelrollout.core.model import Phase
 
+from cel_eval import admission_errors
 from core_helpers import T0, histogram
 from test_crd import CRD_PATH, MODEL_EXPERIMENT_FILES, make_validator
 
@@ -121,15 +125,32 @@ AB_EVERYTHING: Node = {
     ],
 }  # fmt: skip
 del AB_EVERYTHING["metrics"][1]["squares"]
-SEEDS = [*EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING]
+AGREEMENT: Node = {
+    "name": "agreement",
+    "ratio": {
+        "success": 'sum(agreed{w="{{ workload }}"}[{{ interval }}])',
+        "total": 'sum(compared{w="{{ workload }}"}[{{ interval }}])',
+    },
+}
+# The smallest shadow, and a canary with every field besides behind a shadow phase with every field.
+SHADOW_MINIMAL: Node = {**copy.deepcopy(EXAMPLES[0]), "strategy": "Shadow", "shadow": {"duration": "10m"}}
+SHADOW_EVERYTHING: Node = {
+    **copy.deepcopy(EVERYTHING),
+    "shadow": {"mirrorPercent": 40, "duration": "5m", "agreement": {"metric": "agreement", "min": 0.95}},
+    "metrics": [*copy.deepcopy(EVERYTHING["metrics"]), AGREEMENT],
+}
+SEEDS = [*EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING, SHADOW_MINIMAL, SHADOW_EVERYTHING]
 
 
 def test_the_seeds_are_valid() -> None:
     """The fuzzers start from specs that parse, so what they find is the mutation's doing."""
     for seed in SEEDS:
         spec.parse_spec(seed)
-    assert len(SEEDS) >= 7
+    assert len(SEEDS) >= 9
     assert [spec.parse_spec(seed).is_ab_test for seed in SEEDS].count(True) >= 3  # + the demo's
+    parsed = [spec.parse_spec(seed) for seed in SEEDS]
+    assert any(p.strategy is spec.Strategy.SHADOW for p in parsed)
+    assert any(p.strategy is spec.Strategy.CANARY and p.agreement_metric is not None for p in parsed)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -390,16 +411,121 @@ def runnable_ab_specs(draw: st.DrawFn) -> Node:
     return raw
 
 
+# Shadow durations: some pass within a run's few ticks, others outlast it.
+SHADOW_DURATIONS = st.sampled_from(["1ms", "1s", "10s", "1m", "5m"]) | DURATIONS
+
+
+@st.composite
+def runnable_shadow_specs(draw: st.DrawFn) -> Node:
+    """Valid shadows from the edges, alone or before a canary: 1% or 100% mirrored, 1 ms to 292 years,
+    with or without an agreement check (a ratio metric; min 0 always passes, 1 needs perfect agreement)."""
+    raw = draw(runnable_specs())
+    raw["canary"]["minSamples"] = draw(st.integers(0, 500) | st.integers(0, 2**62))
+    raw["paused"] = draw(st.integers(0, 3)) == 0  # mostly running: the phase has to be reached
+    raw["strategy"] = draw(st.sampled_from(["Shadow", "Canary"]))
+    raw["shadow"] = {"duration": draw(SHADOW_DURATIONS)}
+    if draw(st.booleans()):
+        raw["shadow"]["mirrorPercent"] = draw(st.integers(1, 100) | st.sampled_from([1, 100]))
+    if draw(st.booleans()):
+        raw["metrics"] = [*raw["metrics"], AGREEMENT]
+        minimum = draw(st.floats(0, 1) | st.sampled_from([0.0, 0.5, 0.9, 0.95, 1.0]))
+        raw["shadow"]["agreement"] = {"metric": AGREEMENT["name"], "min": minimum}
+    return raw
+
+
+def _broken_shadow(draw: st.DrawFn, raw: Node) -> tuple[Node, str]:
+    """``raw`` with one thing wrong about its shadow, and the path parse_spec must name."""
+    where = "spec.shadow"
+    kind = draw(
+        st.sampled_from(
+            ["no shadow", "wrong strategy", "mirror", "duration", "no duration", "metric", "min", "typo"]
+        )
+    )
+    if kind == "no shadow":
+        raw["strategy"] = "Shadow"
+        raw.pop("shadow")
+        return raw, where
+    if kind == "wrong strategy":
+        raw.update(strategy="ABTest", objective={"metric": "conversion", "minimumEffect": 0.05})
+        raw["metrics"] = [*raw["metrics"], RATIO]
+        return raw, where
+    shadow_ = raw["shadow"]
+    if kind == "mirror":
+        shadow_["mirrorPercent"] = draw(
+            st.integers(max_value=0) | st.integers(min_value=101) | st.sampled_from([0.5, "50", True, None])
+        )
+        return raw, f"{where}.mirrorPercent"
+    if kind == "duration":
+        shadow_["duration"] = draw(st.sampled_from(["0s", "0h0m", "-5m", "5 minutes", "1h30", "", 600, None]))
+        return raw, f"{where}.duration"
+    if kind == "no duration":
+        del shadow_["duration"]
+        return raw, f"{where}.duration"
+    if kind == "typo":
+        shadow_[draw(st.sampled_from(["mirrorPrecent", "duraton", "agrement", "percent"]))] = 1
+        return raw, where
+    if "agreement" not in shadow_:
+        raw["metrics"] = [*raw["metrics"], AGREEMENT]
+        shadow_["agreement"] = {"metric": AGREEMENT["name"], "min": 0.5}
+    agreement = shadow_["agreement"]
+    if kind == "metric":
+        # No metric of that name, or one that is no ratio: a builtin, a query, the default metrics.
+        agreement["metric"] = draw(st.sampled_from(["nope", "error-rate", "latency-p95", "q", "Agreement"]))
+        raw["metrics"] = [m for m in raw["metrics"] if "ratio" not in m]
+        return raw, f"{where}.agreement.metric"
+    agreement["min"] = draw(
+        st.floats(max_value=0, exclude_max=True)
+        | st.floats(min_value=1, exclude_min=True)
+        | st.sampled_from([math.nan, math.inf, -math.inf, None])
+    )
+    return raw, f"{where}.agreement.min"
+
+
+@st.composite
+def broken_shadow_specs(draw: st.DrawFn) -> tuple[Node, str]:
+    return _broken_shadow(draw, draw(runnable_shadow_specs()))
+
+
 def test_runnable_specs_parse() -> None:
     @settings(max_examples=50, deadline=None, derandomize=True)
-    @given(runnable_specs() | runnable_ab_specs())
+    @given(runnable_specs() | runnable_ab_specs() | runnable_shadow_specs())
     def check(raw: Node) -> None:
         spec.parse_spec(raw)
 
     check()
 
 
-SPECS_THAT_MAY_RUN = runnable_specs() | runnable_ab_specs() | mutated_specs()
+def _admission_errors(raw: Node) -> list[str]:
+    """What the API server answers to ``raw`` as a ModelExperiment's spec (the CRD's schema and rules)."""
+    metadata = {"name": "churn-v2", "namespace": "ml"}
+    document = {"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelExperiment", "metadata": metadata}
+    return [str(error) for error in admission_errors({**document, "spec": raw})]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(runnable_shadow_specs())
+def test_runnable_shadows_are_admitted_and_parse(raw: Node) -> None:
+    """The shadows the core is fuzzed with are ones the API server admits."""
+    assert _admission_errors(raw) == []
+    assert spec.parse_spec(raw).has_shadow_phase
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(broken_shadow_specs())
+def test_broken_shadows_are_refused_by_both_naming_the_shadow(case: tuple[Node, str]) -> None:
+    """One thing wrong with a shadow: the API server refuses it (its schema or a rule on the shadow), and
+    parse_spec (all that checks it behind an emulated API server) with a SpecError naming the field."""
+    raw, where = case
+    errors = _admission_errors(raw)
+    assert any(where.removeprefix("spec.") in error for error in errors), (where, errors)
+    assert parse_or_problems(raw) is None, raw
+    with pytest.raises(spec.SpecError) as caught:
+        spec.parse_spec(raw)
+    paths = [problem.path for problem in caught.value.problems]
+    assert any(path == where or path.startswith(f"{where}.") for path in paths), (where, paths)
+
+
+SPECS_THAT_MAY_RUN = runnable_specs() | runnable_ab_specs() | runnable_shadow_specs() | mutated_specs()
 
 
 # Providers promise finite values in OK results (NaN and Inf are outcomes of their own), but nothing
@@ -431,9 +557,13 @@ def observations(
 ) -> model.Observation:
     """What the reconciler might see: plausible (healthy-looking numbers) or hostile (anything typed:
     weights that do not add up or name strangers, missing and unknown metrics, NaN outcomes, counts
-    with more events than requests, histograms that decrease, -1e308...)."""
+    with more events than requests, histograms that decrease, -1e308...).  While a shadow phase runs,
+    plausible is often mirrored: the candidate answers a copy of each request the baseline serves, as
+    well as the baseline does (so the phase can pass, or fail on its agreement alone)."""
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
     values = PLAUSIBLE if plausible else FINITE
+    if plausible and due and shadow.active(state) and draw(st.booleans()):
+        return draw(_mirrored(experiment, state))
     if state.weights and draw(st.integers(0, 3)):
         weights: dict[str, int] | None = dict(state.weights)
     else:
@@ -461,7 +591,9 @@ def observations(
             pair = st.builds(model.Counts, values, values)
             counts = draw(st.fixed_dictionaries({base: pair, cand: pair}))
             histograms = draw(st.fixed_dictionaries({base: _histogram(values), cand: _histogram(values)}))
-        sums, segments = draw(_sums(experiment, name, plausible)) if experiment.is_ab_test else (None, None)
+        # The raw counts of ratio and mean metrics: an A/B test's material, and a shadow's agreement.
+        counted = experiment.is_ab_test or name == experiment.agreement_metric
+        sums, segments = draw(_sums(experiment, name, plausible)) if counted else (None, None)
         samples.append(
             model.MetricSample(
                 name,
@@ -479,6 +611,31 @@ def observations(
     return model.Observation(
         weights, annotations, 1, metrics=tuple(samples), requests=requests, assignments=assignments
     )
+
+
+@st.composite
+def _mirrored(draw: st.DrawFn, experiment: spec.ExperimentSpec, state: model.State) -> model.Observation:
+    """A shadow phase's evaluation as the mirror makes it: both variants answer the same requests, every
+    query answers, and the candidate errs and lags as the baseline does; only its agreement varies."""
+    workloads = (experiment.baseline.workload, experiment.the_candidate.workload)
+    served = draw(PLAUSIBLE)
+    samples = []
+    for metric in experiment.metrics:
+        value, share = draw(PLAUSIBLE), draw(st.floats(0, 1))
+        sums = None
+        if metric.name == experiment.agreement_metric:
+            sums, _ = draw(_sums(experiment, metric.name, plausible=True))
+        samples.append(
+            model.MetricSample(
+                metric.name,
+                dict.fromkeys(workloads, ports.QueryResult(ports.QueryOutcome.OK, value)),
+                counts=dict.fromkeys(workloads, model.Counts(served * share, served)),
+                histograms=dict.fromkeys(workloads, histogram(served, share)),
+                sums=sums,
+            )
+        )
+    requests = dict.fromkeys(workloads, ports.QueryResult(ports.QueryOutcome.OK, served))
+    return model.Observation(dict(state.weights), {}, 1, metrics=tuple(samples), requests=requests)
 
 
 @st.composite
@@ -500,7 +657,14 @@ def _sums(
             return model.Sums(draw(FINITE), draw(FINITE), squares)
         count = float(draw(st.integers(0, 10**6)))
         if metric.ratio is not None:
-            return model.Sums(count, float(round(count * draw(st.floats(0, 1)))))
+            # A shadow's agreement: most often near perfect, sometimes clearly not.
+            high = (
+                st.sampled_from([1.0, 0.999, 0.98, 0.95, 0.9])
+                if name == experiment.agreement_metric
+                else None
+            )
+            share = draw(st.floats(0, 1) | high if high is not None else st.floats(0, 1))
+            return model.Sums(count, float(round(count * share)))
         mean, spread = draw(st.floats(-1e3, 1e3)), draw(st.floats(0, 1e3))
         squares = count * (mean * mean + spread * spread) if metric.mean and metric.mean.squares else None
         return model.Sums(count, count * mean, squares)
@@ -550,11 +714,20 @@ def _check_decision(
     if state.phase is Phase.ROLLED_BACK:
         assert dict(state.weights) == {base: 100, cand: 0}
         assert decision.weights in (None, {base: 100, cand: 0})
+    shadowing = experiment.has_shadow_phase and canary.shadow_pending(state)
     if state.phase is Phase.SUCCEEDED:
-        assert dict(state.weights) == {base: 0, cand: 100}
+        # A Shadow that passed changed nothing user-facing; everything else ends on the candidate.
+        ended = {base: 100, cand: 0} if experiment.strategy is spec.Strategy.SHADOW else {base: 0, cand: 100}
+        assert dict(state.weights) == ended
     if state.phase is Phase.PROGRESSING and state.weights:
-        planned = experiment.ab.split if experiment.is_ab_test else experiment.canary.steps[state.step - 1]
-        assert state.weights[cand] == planned
+        if shadowing:
+            assert (state.step, state.weights[cand]) == (0, 0)
+        else:
+            planned = (
+                experiment.ab.split if experiment.is_ab_test else experiment.canary.steps[state.step - 1]
+            )
+            assert state.weights[cand] == planned
+    _check_shadow(experiment, decision, plausible)
     assert decision.requeue_after >= datetime.timedelta(0)
     assert "\n" not in state.message
     rendered = status_mod.render(decision, previous, now, cand)
@@ -563,7 +736,78 @@ def _check_decision(
         json.dumps(rendered, allow_nan=False)
         errors = [error.message for error in _status_validator().iter_errors(rendered)]
         assert not errors, errors
+        if shadow.KEY in decision.state.results:
+            # status.shadow is the shadow phase's record, read back as it was written.
+            assert rendered["shadow"] == decision.state.results[shadow.KEY]
     return rendered
+
+
+def _check_shadow(experiment: spec.ExperimentSpec, decision: model.Decision, plausible: bool) -> None:
+    """While the candidate shadows, it answers only mirrored copies: no user is routed to it, and the
+    mirror is on exactly while the phase runs."""
+    state = decision.state
+    cand = experiment.the_candidate.workload
+    record = state.results.get(shadow.KEY)
+    if experiment.shadow is None:
+        assert record is None and shadow.mirror_percent(experiment, state) is None
+        return
+    # A Shadow never routes users to the candidate; a canary does not before its shadow phase passed (but
+    # for the promote annotation, which skips whatever is left of a canary).
+    never = experiment.strategy is spec.Strategy.SHADOW
+    if never or (canary.shadow_pending(state) and state.reason != "PromotedManually"):
+        assert state.weights.get(cand, 0) == 0, state.weights
+        assert decision.weights is None or decision.weights[cand] == 0, decision.weights
+    mirror = shadow.mirror_percent(experiment, state)
+    if state.phase.is_final or not shadow.active(state):
+        assert mirror is None
+    else:
+        assert mirror == experiment.shadow.mirror_percent
+        assert state.phase in (Phase.PROGRESSING, Phase.PAUSED) and state.step == 0
+    if record is None:
+        return
+    assert record["mirrorPercent"] == experiment.shadow.mirror_percent
+    ended = record.get("passed") is not None or state.phase.is_final
+    if ended:
+        assert record["active"] is False, record  # a phase that ended has its mirror off
+    agreement = record.get("agreement")
+    if agreement is not None:
+        assert experiment.shadow.agreement is not None
+        assert agreement["min"] == experiment.shadow.agreement.min
+        assert 0 <= agreement["value"] <= 1
+        if plausible:  # hostile counts (5e-324 compared) overflow the variance: the interval is NaN then
+            low, high = agreement["interval"]
+            assert 0 <= low <= agreement["value"] <= high <= 1, agreement
+
+
+def _shadowing_experiment(strategy: str) -> tuple[spec.ExperimentSpec, model.State]:
+    experiment = spec.parse_spec({**SHADOW_MINIMAL, "strategy": strategy})
+    started = canary.decide(experiment, model.State(), model.Observation(None, {}, 1), T0).state
+    assert shadow.active(started) and started.phase is Phase.PROGRESSING
+    return experiment, started
+
+
+def test_a_promoted_shadow_routes_no_user_to_the_candidate() -> None:
+    """Found by the fuzzers: promote on a Shadow ended it through canary.finish at candidate 100%, and the
+    next tick's final weights put the baseline back (a Shadow changes nothing user-facing)."""
+    experiment, state = _shadowing_experiment("Shadow")
+    gate = {"modelrollout.io/promote": "1"}
+    promoted = canary.decide(experiment, state, model.Observation(dict(state.weights), gate, 1), T0)
+    assert promoted.state.phase is Phase.SUCCEEDED
+    assert promoted.weights == {"churn-v1": 100, "churn-v2": 0}
+    assert dict(promoted.state.weights) == {"churn-v1": 100, "churn-v2": 0}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "gate"), [("Shadow", "abort"), ("Canary", "abort"), ("Canary", "promote")]
+)
+def test_a_gate_that_ends_a_shadow_phase_records_its_mirror_off(strategy: str, gate: str) -> None:
+    """Found by the fuzzers: the mirror came off (mirror_percent is None once final), but the phase's
+    record (status.shadow) still said active: true on the finished experiment."""
+    experiment, state = _shadowing_experiment(strategy)
+    annotations = {f"modelrollout.io/{gate}": "1"}
+    ended = canary.decide(experiment, state, model.Observation(dict(state.weights), annotations, 1), T0).state
+    assert ended.phase.is_final and shadow.mirror_percent(experiment, ended) is None
+    assert ended.results[shadow.KEY]["active"] is False
 
 
 def _run(data: st.DataObject, experiment: spec.ExperimentSpec, plausible: bool) -> None:

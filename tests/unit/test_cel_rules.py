@@ -246,6 +246,25 @@ def _ab(**fields: Any) -> Node:
     return {**AB, "abTest": fields}
 
 
+AGREEMENT = {
+    "name": "agreement",
+    "ratio": {
+        "success": 'sum(increase(model_shadow_agreed_total{workload="{{ workload }}"}[{{ interval }}]))',
+        "total": 'sum(increase(model_shadow_compared_total{workload="{{ workload }}"}[{{ interval }}]))',
+    },
+}
+# The smallest shadow with an agreement check (API.md's), its agreement a ratio metric.
+SHADOW = {
+    "strategy": "Shadow",
+    "shadow": {"mirrorPercent": 100, "duration": "10m", "agreement": {"metric": "agreement", "min": 0.95}},
+    "metrics": [BUILTIN, AGREEMENT],
+}
+
+
+def _shadow(**fields: Any) -> Node:
+    return {**SHADOW, "shadow": fields}
+
+
 TWO_CANDIDATES = {
     "candidate": DELETE,
     "candidates": [{"subset": "v2", "workload": "b"}, {"subset": "v3", "workload": "c"}],
@@ -261,8 +280,8 @@ def _metric(**fields: Any) -> Node:
 
 
 # (changes, the rule they break, whether parse_spec rejects them too).  parse_spec accepting one is a
-# known gap (see PARSER_GAPS): the blocks of the later strategies (Shadow, Bandit) are not typed in spec.py
-# yet.  ABTest is: its blocks are checked by both, whatever the strategy.
+# known gap (see PARSER_GAPS): the block of the later strategy (Bandit) is not typed in spec.py yet.
+# ABTest and Shadow are: their blocks are checked by both, whatever the strategy.
 RULE_CASES: list[tuple[Node, str, bool]] = [
     ({"candidates": [{"subset": "v3", "workload": "churn-v3"}]}, ".spec#0", True),
     ({"candidate": DELETE}, ".spec#0", True),
@@ -272,7 +291,11 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     ({"objective": {"metric": "conversion", "minimumEffect": 0.02}}, ".spec#4", True),
     ({**AB, "objective": {"metric": "conversation", "minimumEffect": 0.02}}, ".spec#4", True),
     ({"bandit": {"reward": "error-rate"}}, ".spec#5", False),  # a metric, but no ratio metric
-    ({"shadow": {"duration": "10m", "agreement": {"metric": "agree", "min": 0.9}}}, ".spec#6", False),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "agree", "min": 0.9}}}, ".spec#6", True),
+    (_shadow(duration="10m", agreement={"metric": "error-rate", "min": 0.9}), ".spec#6", True),  # a builtin
+    # ... a default metric (not written in the manifest), and a query: agreement needs counts.
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "latency-p95", "min": 0.9}}}, ".spec#6", True),
+    ({**SHADOW, "metrics": [{"name": "agreement", "query": "avg(agree)"}]}, ".spec#6", True),
     (
         {"strategy": "Bandit", "metrics": [RATIO], "bandit": {"reward": "conversion", "minWeight": 40},
          **TWO_CANDIDATES},
@@ -281,6 +304,7 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     ({"strategy": "ABTest"}, ".spec#8", True),
     ({"strategy": "Bandit"}, ".spec#9", True),
     ({"strategy": "Shadow"}, ".spec#10", True),
+    ({"strategy": "Shadow", "metrics": [AGREEMENT]}, ".spec#10", True),
     ({**AB, "objective": {"metric": "error-rate", "minimumEffect": 0.1, "direction": "Decrease"}},
      ".spec#11", True),
     ({"objective": {"metric": "latency-p95", "minimumEffect": 0.1}}, ".spec#11", True),  # a default builtin
@@ -289,6 +313,8 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     (_ab(fairness={"margin": 0.05, "metric": "error-rate"}), ".spec#12", True),
     # ... whatever the strategy (a canary here).
     ({"abTest": {"fairness": {"margin": 0.05, "metric": "latency-p95"}}}, ".spec#12", True),
+    ({**AB, "shadow": {"duration": "10m"}}, ".spec#13", True),
+    ({**AB, "shadow": SHADOW["shadow"], "metrics": [RATIO, AGREEMENT]}, ".spec#13", True),
     ({"baseline": {"workload": "churn-v1"}}, ".spec.baseline#0", True),
     ({"candidate": {"workload": "churn-v2"}}, ".spec.candidate#0", True),
     ({"candidate": DELETE, "candidates": [{"workload": "churn-v2"}]}, ".spec.candidates[]#0", True),
@@ -353,7 +379,9 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     (_ab(stickiness={"cookie": "mexp", "maxAge": "0h0m"}), ".spec.abTest.stickiness.maxAge#0", True),
     (_ab(assignmentQuery='sum(assigned{user="{{ user }}"})'), ".spec.abTest.assignmentQuery#0", True),
     ({"segments": ["region", "device", "region"]}, ".spec.segments#0", True),
-    ({"shadow": {"duration": "0s"}}, ".spec.shadow.duration#0", False),
+    ({"shadow": {"duration": "0s"}}, ".spec.shadow.duration#0", True),
+    (_shadow(duration="0h0m0s", agreement={"metric": "agreement", "min": 0.95}), ".spec.shadow.duration#0",
+     True),
     ({"bandit": {"reward": "x", "maxDuration": "0w"}}, ".spec.bandit.maxDuration#0", False),
 ]  # fmt: skip
 
@@ -397,6 +425,7 @@ INTERVAL = "spec.canary.interval"
 DURATION = "should match '^([0-9]+(ms|s|m|h|d|w))+$'"
 ONE_SOURCE = "a metric needs exactly one of builtin, query, ratio or mean"
 AB_TEST = "spec.abTest"
+SHADOW_AT = "spec.shadow"
 
 # (name, changes, a line the API server answers (or the start of one), the path parse_spec reports;
 # "" when parse_spec coerces the value and runs the spec, see test_crd.LENIENT_AT_RUN_TIME).
@@ -568,6 +597,41 @@ BAD_MANIFESTS: list[tuple[str, Node, str, str]] = [
      "spec.segments[0]"),
     ("repeated segment", {"segments": ["region", "region"]}, 'spec.segments[1]: Duplicate value: "region"',
      "spec.segments[1]"),
+    # Shadows (until this version, the parser let the malformed ones through: PARSER_GAPS).
+    ("Shadow without a shadow block", {"strategy": "Shadow"},
+     'spec: Invalid value: "object": strategy Shadow needs a shadow block', "spec.shadow"),
+    ("shadow without a duration", _shadow(mirrorPercent=50), "spec.shadow.duration: Required value",
+     "spec.shadow.duration"),
+    ("mirrorPercent 150", _shadow(duration="10m", mirrorPercent=150),
+     f"{SHADOW_AT}.mirrorPercent: Invalid value: 150: {SHADOW_AT}.mirrorPercent in body should be less than "
+     "or equal to 100", f"{SHADOW_AT}.mirrorPercent"),
+    ("mirrorPercent 0", _shadow(duration="10m", mirrorPercent=0), "should be greater than or equal to 1",
+     f"{SHADOW_AT}.mirrorPercent"),
+    ("mirrorPercent as a fraction", _shadow(duration="10m", mirrorPercent=0.5),
+     f'{SHADOW_AT}.mirrorPercent: Invalid value: "number": {SHADOW_AT}.mirrorPercent in body must be of type '
+     "integer", f"{SHADOW_AT}.mirrorPercent"),
+    ("negative shadow duration", _shadow(duration="-5m"),
+     f'{SHADOW_AT}.duration: Invalid value: "-5m": {SHADOW_AT}.duration in body {DURATION}',
+     f"{SHADOW_AT}.duration"),
+    ("zero shadow duration", _shadow(duration="0m"),
+     f'{SHADOW_AT}.duration: Invalid value: "string": shadow.duration must be longer than zero',
+     f"{SHADOW_AT}.duration"),
+    ("agreement without min", _shadow(duration="10m", agreement={"metric": "agreement"}),
+     f"{SHADOW_AT}.agreement.min: Required value", f"{SHADOW_AT}.agreement.min"),
+    ("agreement in percent", _shadow(duration="10m", agreement={"metric": "agreement", "min": 95}),
+     f"{SHADOW_AT}.agreement.min: Invalid value: 95: {SHADOW_AT}.agreement.min in body should be less than "
+     "or equal to 1", f"{SHADOW_AT}.agreement.min"),
+    ("agreement names no metric", _shadow(duration="10m", agreement={"metric": "agree", "min": 0.9}),
+     'spec: Invalid value: "object": shadow.agreement.metric must name a ratio metric in spec.metrics',
+     f"{SHADOW_AT}.agreement.metric"),
+    ("agreement on a builtin", _shadow(duration="10m", agreement={"metric": "error-rate", "min": 0.9}),
+     'spec: Invalid value: "object": shadow.agreement.metric must name a ratio metric in spec.metrics',
+     f"{SHADOW_AT}.agreement.metric"),
+    ("shadow in an A/B test", {**AB, "shadow": {"duration": "10m"}},
+     'spec: Invalid value: "object": shadow is for strategy Shadow, or a shadow phase before a Canary',
+     SHADOW_AT),
+    ("misspelled shadow field", _shadow(duration="10m", mirrorPrecent=50),
+     f'strict decoding error: unknown field "{SHADOW_AT}.mirrorPrecent"', f"{SHADOW_AT}.mirrorPrecent"),
 ]  # fmt: skip
 
 
@@ -625,7 +689,7 @@ spec:
 """
 
 # API.md's sketches of the later strategies, completed into whole manifests: the CRD admits them, this
-# operator version refuses to run Shadow and Bandit (only at spec.strategy / spec.candidates) and runs ABTest.
+# operator version refuses to run Bandit (only at spec.strategy / spec.candidates) and runs ABTest and Shadow.
 LATER_STRATEGIES: list[tuple[str, Node, set[str]]] = [
     ("ABTest (supported)", {
         "strategy": "ABTest",
@@ -636,15 +700,11 @@ LATER_STRATEGIES: list[tuple[str, Node, set[str]]] = [
         "segments": ["region"],
         "metrics": [RATIO],
     }, set()),
-    ("Shadow", {
-        "strategy": "Shadow",
-        "shadow": {"mirrorPercent": 100, "duration": "10m",
-                   "agreement": {"metric": "agreement", "min": 0.95}},
-        "metrics": [{"name": "agreement", "query": 'avg(agree{workload="{{ workload }}"})'}],
-    }, {"spec.strategy"}),
-    ("Canary after a shadow phase", {
+    ("Shadow (supported)", SHADOW, set()),
+    ("Canary after a shadow phase (supported)", {
         "shadow": {"mirrorPercent": 100, "duration": "10m"},
     }, set()),
+    ("Canary after a shadow phase with an agreement check", {**SHADOW, "strategy": "Canary"}, set()),
     ("Bandit", {
         "strategy": "Bandit",
         "candidate": DELETE,
@@ -702,10 +762,10 @@ PARSER_GAPS: list[tuple[str, Node, str]] = [
     ("booleans are numbers", {"metrics": [{"name": "e", "builtin": "error-rate", "max": True}]},
      "must be of type number"),
     ("alpha as a string", {"analysis.alpha": "0.05"}, "must be of type number"),
-    ("the later strategies' blocks are untyped", {"shadow": {"duration": "10m", "mirrorPercent": 150}},
+    ("the later strategy's block is untyped", {"bandit": {"reward": "nope", "maxStepChange": 150}},
      "less than or equal to 100"),
-    ("... and their durations unchecked", {"shadow": {"duration": "-5m"}}, "should match"),
-    ("... and their cross-field rules", {"bandit": {"reward": "nope"}}, "bandit.reward must name"),
+    ("... and its durations unchecked", {"bandit": {"reward": "nope", "maxDuration": "-5m"}}, "should match"),
+    ("... and its cross-field rules", {"bandit": {"reward": "nope"}}, "bandit.reward must name"),
     ("list sizes are not bounded", {"canary.steps": list(range(1, 22))},
      "spec.canary.steps: Too many: 21: must have at most 20 items"),
     ("... of any list", {"metrics": [{"name": f"m{i}", "builtin": "error-rate"} for i in range(33)]},
@@ -877,10 +937,10 @@ TEMPLATE_RULES = (".spec.metrics[].query#", ".spec.metrics[].ratio.", ".spec.met
 
 def _explained_crd_error(error: FieldError, document: Node) -> bool:
     """A rejection parse_spec is known not to make (PARSER_GAPS)."""
-    later = ("spec.shadow", "spec.bandit")  # ABTest's blocks are typed in spec.py: no excuse for them
+    later = "spec.bandit"  # ABTest's and Shadow's blocks are typed in spec.py: no excuse for them
     if error.path == "<nil>" or error.type in ("Too many", "Too long") or error.path.startswith(later):
         return True
-    if error.rule in (".spec#5", ".spec#6", ".spec#7"):  # the later strategies' cross-field rules
+    if error.rule in (".spec#5", ".spec#7"):  # the later strategy's cross-field rules
         return True
     if error.rule and error.rule.startswith(TEMPLATE_RULES):  # an unclosed `{{`
         return "{{" in str(_at(document, error.path))
@@ -900,8 +960,9 @@ def _explained_problem(problem: spec.SpecProblem) -> bool:
     )
 
 
-# What the fuzzer starts from: the published manifests the operator runs, and A/B tests (API.md's, and
-# one with every A/B field set) so that it reaches into abTest, objective, segments and mean metrics.
+# What the fuzzer starts from: the published manifests the operator runs, A/B tests (API.md's, and one
+# with every A/B field set) so that it reaches into abTest, objective, segments and mean metrics, and
+# shadows (alone and before a canary) so that it reaches into shadow and its agreement metric.
 AB_FULL: Node = {
     **AB,
     "abTest": {
@@ -923,6 +984,7 @@ RUNNABLE = [
     *(document for name, document in PUBLISHED if parser_problems(document["spec"]) is None),
     manifest(LATER_STRATEGIES[0][1]),
     manifest(AB_FULL),
+    *(manifest(changes) for name, changes, _ in LATER_STRATEGIES if "shadow" in changes),
 ]
 
 
@@ -931,6 +993,8 @@ def test_the_fuzzer_starts_from_runnable_manifests() -> None:
         assert rejects(admission_errors(document)) == []
         assert parser_problems(document["spec"]) is None
     assert sum(document["spec"].get("strategy") == "ABTest" for document in RUNNABLE) >= 3  # + the demo's
+    assert sum("shadow" in document["spec"] for document in RUNNABLE) >= 3
+    assert any(document["spec"].get("strategy") == "Shadow" for document in RUNNABLE)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

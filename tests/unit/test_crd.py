@@ -393,6 +393,7 @@ def test_property_names_match_the_model(spec_schema: Node) -> None:
         spec.RatioQuery, spec.AnalysisSpec, spec.PrometheusSpec, spec_hooks.WebhookSpec,
         spec_hooks.NotificationSpec, spec_hooks.ValueFrom, spec_hooks.SecretKeyRef, spec.MeanQuery,
         spec_ab.ABTestSpec, spec_ab.Stickiness, spec_ab.FairnessSpec, spec_ab.ObjectiveSpec,
+        spec_ab.ShadowSpec, spec_ab.AgreementSpec,
     } <= seen  # fmt: skip
 
 
@@ -648,6 +649,16 @@ CEL_ONLY = [
     {"abTest": {"stickiness": {"maxAge": "0m"}}},
     {"abTest": {"match": [{"headers": {"Cookie": {"regex": "beta"}}}]}},
     {"abTest": {"assignmentQuery": "sum(x{v='{{ variant }}'})"}},
+    {"strategy": "Shadow"},
+    {"shadow": {"duration": "0s"}},
+    {"shadow": {"duration": "10m", "agreement": {"metric": "nope", "min": 0.9}}},
+    {"shadow": {"duration": "10m", "agreement": {"metric": "error-rate", "min": 0.9}}},  # a default builtin
+    {
+        "strategy": "ABTest",
+        "objective": {"metric": "conversion", "minimumEffect": 0.1},
+        "metrics": [{"name": "conversion", "ratio": {"success": "a", "total": "b"}}],
+        "shadow": {"duration": "1m"},
+    },
 ]
 
 
@@ -811,13 +822,91 @@ def test_ab_test_fields_are_checked_by_schema_and_parser(
         assert not parser_rejects, "the schema rejects this, but the operator would run it"
 
 
-def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Draft7Validator) -> None:
-    """The API.md manifests for Shadow and Bandit validate (spec.py refuses to run them yet)."""
-    shadow = _with({
-        "strategy": "Shadow",
-        "shadow": {"mirrorPercent": 100, "duration": "10m",
-                   "agreement": {"metric": "prediction-agreement", "min": 0.95}},
-    })  # fmt: skip
+AGREEMENT: Node = {
+    "name": "prediction-agreement",
+    "ratio": {
+        "success": f"sum(increase(model_shadow_agreed_total{WORKLOAD}[{{{{ interval }}}}]))",
+        "total": f"sum(increase(model_shadow_compared_total{WORKLOAD}[{{{{ interval }}}}]))",
+    },
+}
+# API.md's Shadow manifest, its agreement metric defined (a ratio: answers that agreed of those compared).
+SHADOW: Node = {
+    "strategy": "Shadow",
+    "shadow": {"mirrorPercent": 100, "duration": "10m",
+               "agreement": {"metric": "prediction-agreement", "min": 0.95}},
+    "metrics": [{"name": "error-rate", "builtin": "error-rate"}, AGREEMENT],
+}  # fmt: skip
+
+
+def test_shadow_blocks_are_typed_and_run(validator: jsonschema.Draft7Validator, spec_schema: Node) -> None:
+    """API.md's Shadow manifest, alone and as a canary's first phase, validates and parses (Shadow is
+    supported); the agreement metric is judged on its own, not as a guardrail."""
+    shadow_node = spec_schema["properties"]["shadow"]
+    assert set(SHADOW["shadow"]) == set(shadow_node["properties"]), "SHADOW sets every shadow field"
+    assert set(SHADOW["shadow"]["agreement"]) == set(shadow_node["properties"]["agreement"]["properties"])
+    alone = _with(copy.deepcopy(SHADOW))
+    first = _with({**copy.deepcopy(SHADOW), "strategy": "Canary"})
+    for manifest in (alone, first):
+        assert errors_of(validator, manifest) == []
+        parsed = spec.parse_spec(manifest["spec"])
+        assert parsed.has_shadow_phase and parsed.shadow is not None and parsed.shadow.agreement is not None
+        assert (parsed.shadow.mirror_percent, parsed.shadow.duration) == (100, datetime.timedelta(minutes=10))
+        assert (parsed.shadow.agreement.metric, parsed.shadow.agreement.min) == ("prediction-agreement", 0.95)
+        assert parsed.agreement_metric == "prediction-agreement"
+        assert [m.name for m in parsed.guardrails] == ["error-rate"]
+    assert spec.parse_spec(alone["spec"]).strategy is spec.Strategy.SHADOW
+    assert spec.parse_spec(first["spec"]).strategy is spec.Strategy.CANARY
+    # mirrorPercent defaults as the CRD defaults it; agreement is optional.
+    bare = spec.parse_spec(_with({"strategy": "Shadow", "shadow": {"duration": "1m"}})["spec"])
+    assert (
+        bare.shadow is not None
+        and bare.shadow.mirror_percent == shadow_node["properties"]["mirrorPercent"]["default"]
+    )
+    assert bare.shadow.agreement is None and bare.agreement_metric is None
+
+
+# (change, what the schema's error mentions, whether parse_spec rejects it too), as AB_PROBES.
+SHADOW_PROBES: list[tuple[Node, str, bool]] = [
+    ({"shadow": {"mirrorPercent": 100}}, "'duration' is a required property", True),
+    ({"shadow": {"duration": "10m", "mirrorPercent": 150}}, "maximum of 100", True),
+    ({"shadow": {"duration": "10m", "mirrorPercent": 0}}, "minimum of 1", True),
+    ({"shadow": {"duration": "10m", "mirrorPercent": "50"}}, "'integer'", True),
+    ({"shadow": {"duration": "10m", "mirrorPercent": 50.5}}, "'integer'", True),
+    ({"shadow": {"duration": "-5m"}}, "does not match", True),
+    ({"shadow": {"duration": "ten minutes"}}, "does not match", True),
+    ({"shadow": {"duration": 600}}, "'string'", True),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "prediction-agreement", "min": 2}}},
+     "maximum of 1", True),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "prediction-agreement", "min": -0.1}}},
+     "minimum of 0", True),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "prediction-agreement"}}},
+     "'min' is a required property", True),
+    ({"shadow": {"duration": "10m", "agreement": {"min": 0.9}}}, "'metric' is a required property", True),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "Agreement", "min": 0.9}}}, "does not match",
+     True),
+    ({"shadow": {"duration": "10m", "mirror": 100}}, "('mirror' was unexpected)", True),
+    ({"shadow": {"duration": "10m", "agreement": {"metric": "prediction-agreement", "min": 0.9, "max": 1}}},
+     "('max' was unexpected)", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "mentions", "parser_rejects"), SHADOW_PROBES, ids=lambda v: repr(v)[:60])
+def test_shadow_fields_are_checked_by_schema_and_parser(
+    validator: jsonschema.Draft7Validator, change: Node, mentions: str, parser_rejects: bool
+) -> None:
+    change = {"metrics": [AGREEMENT], **change}  # so that only the probed field is wrong
+    errors = errors_of(validator, _with(change))
+    assert any(mentions in error for error in errors), errors
+    try:
+        spec.parse_spec(_with(change)["spec"])
+    except spec.SpecError:
+        assert parser_rejects, "the parser rejects this now: flip the case"
+    else:
+        assert not parser_rejects, "the schema rejects this, but the operator would run it"
+
+
+def test_bandit_block_is_typed_and_validates(validator: jsonschema.Draft7Validator) -> None:
+    """The API.md manifest for Bandit validates (spec.py refuses to run it yet)."""
     bandit = _with({
         "strategy": "Bandit",
         "bandit": {"reward": "conversion", "minWeight": 5, "maxStepChange": 20, "confidence": 0.95,
@@ -828,15 +917,12 @@ def test_later_strategies_blocks_are_typed_and_validate(validator: jsonschema.Dr
         {"subset": "v2", "workload": "churn-v2"},
         {"subset": "v3", "workload": "churn-v3"},
     ]
-    for manifest in (shadow, bandit):
-        assert errors_of(validator, manifest) == [], manifest["spec"]["strategy"]
-        with pytest.raises(spec.SpecError) as caught:
-            spec.parse_spec(manifest["spec"])
-        # Refused as unsupported, not as malformed.
-        assert [p.path for p in caught.value.problems] == ["spec.strategy"]
+    assert errors_of(validator, bandit) == []
+    with pytest.raises(spec.SpecError) as caught:
+        spec.parse_spec(bandit["spec"])
+    # Refused as unsupported (and for its several candidates), not as malformed.
+    assert [p.path for p in caught.value.problems] == ["spec.strategy"]
     probes: list[tuple[Node, str]] = [
-        ({"shadow": {"mirrorPercent": 100}}, "'duration' is a required property"),
-        ({"shadow": {"duration": "10m", "agreement": {"metric": "a", "min": 2}}}, "maximum of 1"),
         ({"bandit": {"reward": "conversion", "confidence": 1}}, "maximum of 1"),
         ({"bandit": {"minWeight": 5}}, "'reward' is a required property"),
     ]
@@ -918,7 +1004,31 @@ AB_STATUS_FIXTURE: Node = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("fixture", [STATUS_FIXTURE, AB_STATUS_FIXTURE], ids=["canary", "ab-test"])
+# What core/shadow.py writes: the shadow phase's record (State.results["shadow"]), here of a shadow that
+# passed and whose canary is on its first step.
+SHADOW_STATUS_FIXTURE: Node = {
+    **STATUS_FIXTURE,
+    "step": 1,
+    "metrics": [
+        {"name": "error-rate", "baseline": 0.010, "candidate": 0.011, "verdict": "Pass"},
+        {"name": "prediction-agreement", "candidate": 0.97, "verdict": "Pass", "role": "Agreement",
+         "interval": [0.955, 0.982], "reason": "prediction-agreement 97.00% [95.50%, 98.20%] (ok)"},
+    ],
+    "shadow": {"active": False, "passed": True, "startedAt": "2026-11-23T09:00:00Z", "mirrorPercent": 100,
+               "agreement": {"value": 0.97, "interval": [0.955, 0.982], "min": 0.95}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        STATUS_FIXTURE,
+        AB_STATUS_FIXTURE,
+        SHADOW_STATUS_FIXTURE,
+        {**STATUS_FIXTURE, "shadow": {"active": True}},
+    ],
+    ids=["canary", "ab-test", "shadow", "shadowing"],
+)
 def test_status_fixture_validates(schema: Node, fixture: Node) -> None:
     assert errors_of(make_validator(schema["properties"]["status"]), fixture) == []
 
@@ -960,6 +1070,19 @@ def test_status_fixture_validates(schema: Node, fixture: Node) -> None:
         ({"timeline": [{"time": "2026-11-23T09:05:00Z"}] * 129}, "is too long"),
         ({"report": {"configMap": "x", "bogus": 1}}, "('bogus' was unexpected)"),
         ({"metrics": [{"name": "x", "role": 1}]}, "'string'"),
+        ({"shadow": {"active": "yes"}}, "'boolean'"),
+        ({"shadow": {"passed": 1}}, "'boolean'"),
+        ({"shadow": {"startedAt": "a while ago"}}, "is not a 'date-time'"),
+        ({"shadow": {"mirrorPercent": 0}}, "minimum of 1"),
+        ({"shadow": {"mirrorPercent": 150}}, "maximum of 100"),
+        ({"shadow": {"mirrorPercent": 12.5}}, "'integer'"),
+        ({"shadow": {"agreement": {"value": 1.5}}}, "maximum of 1"),
+        ({"shadow": {"agreement": {"value": 0.9, "interval": [0.8]}}}, "is too short"),
+        ({"shadow": {"agreement": {"value": 0.9, "interval": [0.8, 0.9, 1.0]}}}, "is too long"),
+        ({"shadow": {"agreement": {"interval": [-0.1, 0.9]}}}, "minimum of 0"),
+        ({"shadow": {"agreement": {"min": "high"}}}, "'number'"),
+        ({"shadow": {"agreement": {"valeu": 0.9}}}, "('valeu' was unexpected)"),
+        ({"shadow": {"active": True, "mirror": 100}}, "('mirror' was unexpected)"),
     ],
     ids=lambda v: repr(v)[:50],
 )  # fmt: skip
@@ -990,6 +1113,8 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         # A/B tests (core/abtest.py; status.RESULT_FIELDS).
         "startedAt": "string", "secondary": "array", "segments": "array", "abPlan": "object", "srm": "object",
         "timeline": "array", "report": "object",
+        # The shadow phase (core/shadow.py).
+        "shadow": "object",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected
     assert set(status_mod.RESULT_FIELDS) <= set(status)
@@ -1006,6 +1131,15 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
     metric = status["metrics"]["items"]["properties"]
     assert {"effect", "interval", "evidence", "pValue"} <= set(metric)
     assert metric["baseline"]["nullable"] and metric["candidate"]["nullable"]
+    # The shadow phase's record: what core/shadow.py writes, bounded as the spec's mirrorPercent is.
+    shadow = status["shadow"]["properties"]
+    assert set(shadow) == {"active", "passed", "startedAt", "mirrorPercent", "agreement"}
+    assert shadow["startedAt"]["format"] == "date-time"
+    mirror = node_at(schema, ".spec.shadow.mirrorPercent")
+    assert (shadow["mirrorPercent"]["minimum"], shadow["mirrorPercent"]["maximum"]) == (
+        mirror["minimum"], mirror["maximum"],
+    )  # fmt: skip
+    assert set(shadow["agreement"]["properties"]) == {"value", "interval", "min"}
 
 
 # --------------------------------------------------------------------------- printer columns
@@ -1151,6 +1285,10 @@ REQUIRED_RULES = [
     (".spec.abTest.stickiness.maxAge", "!self.matches("),
     (".spec.abTest.assignmentQuery", "self.matches("),
     (".spec.abTest.match[]", "k.lowerAscii() == 'cookie'"),
+    (".spec", "self.strategy != 'Shadow' || has(self.shadow)"),
+    (".spec", "self.strategy == 'Shadow' || self.strategy == 'Canary'"),
+    (".spec", "m.name == self.shadow.agreement.metric && has(m.ratio)"),
+    (".spec.shadow.duration", "!self.matches("),
     (".spec.segments", "self.exists_one(t, t == s)"),
 ]
 

@@ -58,6 +58,20 @@ AB: dict[str, Any] = {
     "objective": {"metric": "conversion", "minimumEffect": 0.02},
     "metrics": [CONVERSION, REVENUE, ERRORS],
 }
+AGREEMENT: dict[str, Any] = {
+    "name": "prediction-agreement",
+    "ratio": {
+        "success": 'sum(agreed{w="{{ workload }}"})',
+        "total": 'sum(compared{w="{{ workload }}"})',
+    },
+}
+# API.md's shadow (spec_with's changes on top of MINIMAL), its agreement metric defined.
+SHADOW: dict[str, Any] = {
+    "strategy": "Shadow",
+    "shadow": {"mirrorPercent": 100, "duration": "10m",
+               "agreement": {"metric": "prediction-agreement", "min": 0.95}},
+    "metrics": [ERRORS, AGREEMENT, CONVERSION],
+}  # fmt: skip
 
 
 def spec_with(**changes: Any) -> dict[str, Any]:
@@ -258,6 +272,47 @@ def test_ab_test_blocks_are_checked_whatever_the_strategy() -> None:
     parse_spec(spec_with(metrics=[CONVERSION], objective={"metric": "conversion", "minimumEffect": 0.1}))
 
 
+def test_shadow_gets_every_default() -> None:
+    parsed = parse_spec(spec_with(strategy="Shadow", shadow={"duration": "10m"}))
+    assert parsed.strategy is Strategy.SHADOW and parsed.has_shadow_phase and not parsed.is_ab_test
+    shadow = parsed.shadow
+    assert shadow is not None
+    assert (shadow.mirror_percent, shadow.duration, shadow.agreement) == (
+        100, datetime.timedelta(minutes=10), None,
+    )  # fmt: skip
+    assert parsed.agreement_metric is None
+    # The shadow phase is evaluated at the canary's interval; every metric guards it.
+    assert parsed.interval == parsed.canary.interval == datetime.timedelta(minutes=1)
+    assert [m.name for m in parsed.guardrails] == ["error-rate", "latency-p95"]
+
+
+def test_shadow_with_every_field_alone_and_before_a_canary() -> None:
+    for strategy in (Strategy.SHADOW, Strategy.CANARY):
+        parsed = parse_spec(spec_with(**{**SHADOW, "strategy": strategy.value, "shadow__mirrorPercent": 5}))
+        assert parsed.strategy is strategy and parsed.has_shadow_phase
+        shadow = parsed.shadow
+        assert shadow is not None and shadow.agreement is not None
+        assert (shadow.mirror_percent, shadow.duration) == (5, datetime.timedelta(minutes=10))
+        assert (shadow.agreement.metric, shadow.agreement.min) == ("prediction-agreement", 0.95)
+        assert parsed.agreement_metric == "prediction-agreement"
+        # The agreement is judged on its own (the candidate's, against min), not as a guardrail.
+        assert [m.name for m in parsed.guardrails] == ["error-rate", "conversion"]
+    # A canary without a shadow block has no shadow phase.
+    assert not parse_spec(MINIMAL).has_shadow_phase
+
+
+def test_shadow_blocks_are_checked_whatever_the_strategy() -> None:
+    """As the CRD checks them: a canary's shadow phase is validated as a Shadow's is."""
+    for changes in (
+        {"shadow": {"duration": "0s"}},
+        {"shadow": {"duration": "10m", "mirrorPercent": 101}},
+        {"shadow": {"duration": "10m", "agreement": {"metric": "nope", "min": 0.9}}},
+        {"shadow": {"mirrorPercent": 50}},
+    ):
+        problems_of(spec_with(**changes))
+        problems_of(spec_with(strategy="Shadow", **changes))
+
+
 def test_camel_case_and_snake_case_both_work_but_camel_case_is_the_api() -> None:
     parsed = parse_spec(spec_with(canary={"minSamples": 7}))
     assert parsed.canary.min_samples == 7
@@ -333,8 +388,9 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
     ("typo-in-canary", {"canary": {"stpes": [5, 50]}}, "spec.canary.stpes", [5, 50], "misspelled"),
     ("typo-at-top", {"metric": []}, "spec.metric", [], "misspelled"),
     ("typo-in-analysis", {"analysis": {"failurelimit": 2}}, "spec.analysis.failurelimit", 2, "misspelled"),
-    ("unsupported-strategy", {"strategy": "Shadow"}, "spec.strategy", "Shadow", "not supported"),
-    ("unsupported-strategy-bandit", {"strategy": "Bandit"}, "spec.strategy", "Bandit", "not supported"),
+    ("unsupported-strategy", {"strategy": "Bandit"}, "spec.strategy", "Bandit", "not supported"),
+    ("unsupported-strategy-with-its-block", {"strategy": "Bandit", "bandit": {"reward": "conversion"}},
+     "spec.strategy", "Bandit", "not supported"),
     ("unknown-strategy", {"strategy": "BlueGreen"}, "spec.strategy", "BlueGreen", "'Canary'"),
     ("candidate-is-baseline", {"candidate__workload": "churn-v1"}, "spec.candidate.workload", "churn-v1",
      "same workload"),
@@ -481,6 +537,61 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
      "spec.abTest.fairness.metric", "nope", "names no metric"),
     ("ab-fairness-builtin", {**AB, "abTest__fairness": {"margin": 0.05, "metric": "error-rate"}},
      "spec.abTest.fairness.metric", "error-rate", "must name a ratio or mean metric"),
+    # Shadows: alone, or as a canary's first phase.
+    ("shadow-missing", {"strategy": "Shadow"}, "spec.shadow", None, "is required for strategy Shadow"),
+    ("shadow-null", {**SHADOW, "shadow": None}, "spec.shadow", None, "is required for strategy Shadow"),
+    ("shadow-in-ab-test", {**AB, "shadow": {"duration": "10m"}}, "spec.shadow", None,
+     "is for strategy Shadow, or a shadow phase before a Canary; not for ABTest"),
+    ("shadow-not-object", {**SHADOW, "shadow": "10m"}, "spec.shadow", "10m", "dictionary"),
+    ("shadow-duration-missing", {**SHADOW, "shadow": {"mirrorPercent": 50}}, "spec.shadow.duration", None,
+     "is required"),
+    ("shadow-duration-zero", {**SHADOW, "shadow__duration": "0s"}, "spec.shadow.duration", "0s",
+     "longer than zero"),
+    ("shadow-duration-negative", {**SHADOW, "shadow__duration": "-5m"}, "spec.shadow.duration", "-5m",
+     "duration like"),
+    ("shadow-duration-number", {**SHADOW, "shadow__duration": 600}, "spec.shadow.duration", 600,
+     "duration like"),
+    ("shadow-duration-huge", {**SHADOW, "shadow__duration": "9999999999999d"}, "spec.shadow.duration",
+     "9999999999999d", "too long"),
+    ("shadow-mirror-0", {**SHADOW, "shadow__mirrorPercent": 0}, "spec.shadow.mirrorPercent", 0,
+     "greater than or equal to 1"),
+    ("shadow-mirror-150", {**SHADOW, "shadow__mirrorPercent": 150}, "spec.shadow.mirrorPercent", 150,
+     "less than or equal to 100"),
+    ("shadow-mirror-fraction", {**SHADOW, "shadow__mirrorPercent": 0.5}, "spec.shadow.mirrorPercent", 0.5,
+     "integer"),
+    ("shadow-mirror-string", {**SHADOW, "shadow__mirrorPercent": "100"}, "spec.shadow.mirrorPercent", "100",
+     "integer"),
+    ("shadow-mirror-bool", {**SHADOW, "shadow__mirrorPercent": True}, "spec.shadow.mirrorPercent", True,
+     "integer"),
+    ("shadow-typo", {**SHADOW, "shadow__mirrorPrecent": 50}, "spec.shadow.mirrorPrecent", 50, "misspelled"),
+    ("shadow-agreement-min-missing", {**SHADOW, "shadow__agreement": {"metric": "prediction-agreement"}},
+     "spec.shadow.agreement.min", None, "is required"),
+    ("shadow-agreement-metric-missing", {**SHADOW, "shadow__agreement": {"min": 0.9}},
+     "spec.shadow.agreement.metric", None, "is required"),
+    ("shadow-agreement-min-percent", {**SHADOW, "shadow__agreement__min": 95}, "spec.shadow.agreement.min",
+     95, "less than or equal to 1"),
+    ("shadow-agreement-min-negative", {**SHADOW, "shadow__agreement__min": -0.1},
+     "spec.shadow.agreement.min", -0.1, "greater than or equal to 0"),
+    ("shadow-agreement-min-inf", {**SHADOW, "shadow__agreement__min": float("inf")},
+     "spec.shadow.agreement.min", float("inf"), "finite"),
+    ("shadow-agreement-unknown-metric", {**SHADOW, "shadow__agreement__metric": "agreemnet"},
+     "spec.shadow.agreement.metric", "agreemnet",
+     "must name a ratio metric in spec.metrics (agreed / compared; ratio metrics: prediction-agreement, "
+     "conversion)"),
+    ("shadow-agreement-builtin", {**SHADOW, "shadow__agreement__metric": "error-rate"},
+     "spec.shadow.agreement.metric", "error-rate", "must name a ratio metric"),
+    ("shadow-agreement-default-metric", {"strategy": "Shadow", "shadow": {
+        "duration": "10m", "agreement": {"metric": "latency-p95", "min": 0.9}}},
+     "spec.shadow.agreement.metric", "latency-p95", "ratio metrics: none"),
+    ("shadow-agreement-query",
+     {**SHADOW, "metrics": [{"name": "prediction-agreement", "query": "avg(agree)"}]},
+     "spec.shadow.agreement.metric", "prediction-agreement", "must name a ratio metric"),
+    ("shadow-agreement-mean",
+     {**SHADOW, "metrics": [{"name": "prediction-agreement", "mean": REVENUE["mean"]}]},
+     "spec.shadow.agreement.metric", "prediction-agreement", "must name a ratio metric"),
+    ("shadow-phase-agreement-unknown-metric", {"shadow": {"duration": "1m",
+                                                           "agreement": {"metric": "nope", "min": 0.5}}},
+     "spec.shadow.agreement.metric", "nope", "must name a ratio metric"),
 ]  # fmt: skip
 
 
@@ -562,12 +673,14 @@ KNOWN_KEYS = [
     "mean", "sum", "count", "squares", "role", "split", "maxDuration", "autoPromote", "stickiness", "cookie",
     "maxAge", "match", "aa", "assignmentQuery", "fairness", "margin", "metric", "direction", "minimumEffect",
     "power", "headers", "uri", "exact", "prefix", "regex", "port", "sourceLabels", "ignoreUriCase",
+    "mirrorPercent", "duration", "agreement",
 ]  # fmt: skip
 INTERESTING_STRINGS = [
     "Canary", "ABTest", "Hold", "Fail", "error-rate", "latency-p95", "latency-p99", "churn-v1", "churn-v2",
     "v1", "v2", "1m", "0s", "-1s", "99999999999999999999d", "1m\n", "{{ workload }}", "{{ nope }}",
     "http://p:9090", "http://p:9090/\n", "", "primary",
     "conversion", "Secondary", "Guardrail", "Increase", "Decrease", "region", "cookie", "Cookie", "(", "*",
+    "Shadow", "Bandit", "10m", "prediction-agreement",
 ]  # fmt: skip
 
 scalars = (
@@ -635,6 +748,21 @@ objectives = st.fixed_dictionaries(
         "power": st.floats() | json_values,
     },
 )
+shadows = st.fixed_dictionaries(
+    {},
+    optional={
+        "mirrorPercent": st.integers(-5, 120) | json_values,
+        "duration": st.sampled_from(["10m", "0s", "-1m", "1h30"]) | json_values,
+        "agreement": st.fixed_dictionaries(
+            {},
+            optional={
+                "metric": st.sampled_from(["conversion", "error-rate", "q", "nope"]) | json_values,
+                "min": st.floats() | json_values,
+            },
+        )
+        | json_values,
+    },
+)
 plausible_specs = st.fixed_dictionaries(
     {},
     optional={
@@ -679,6 +807,7 @@ plausible_specs = st.fixed_dictionaries(
         "paused": json_values,
         "abTest": ab_tests | json_values,
         "objective": objectives | json_values,
+        "shadow": shadows | json_values,
         "segments": st.lists(st.sampled_from(["region", "region", "a-b", ""]) | json_values, max_size=3)
         | json_values,
     },
@@ -702,6 +831,16 @@ def _check_outcome(raw: dict[str, Any]) -> None:
             assert parsed.objective is not None and parsed.ab.interval > datetime.timedelta(0)
             objective = parsed.metric(parsed.objective.metric)
             assert objective is not None and (objective.ratio is not None or objective.mean is not None)
+        if parsed.strategy is Strategy.SHADOW:
+            assert parsed.shadow is not None
+        if parsed.shadow is not None:
+            assert parsed.strategy in (Strategy.SHADOW, Strategy.CANARY)
+            assert 1 <= parsed.shadow.mirror_percent <= 100
+            assert parsed.shadow.duration > datetime.timedelta(0)
+            agreement = parsed.shadow.agreement
+            if agreement is not None:
+                metric = parsed.metric(agreement.metric)
+                assert metric is not None and metric.ratio is not None and 0 <= agreement.min <= 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

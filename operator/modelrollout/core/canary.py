@@ -228,6 +228,29 @@ def _start_now(experiment: spec.ExperimentSpec, state: State, now: datetime.date
         from modelrollout.core import abtest
 
         return abtest.start(experiment, state, now)
+    if experiment.has_shadow_phase and shadow_pending(state):
+        from modelrollout.core import shadow  # the shadow phase builds on this module
+
+        return shadow.start(experiment, state, now)  # (again, when resumed before it ended)
+    return start_steps(experiment, state, now)
+
+
+def _before_steps(experiment: spec.ExperimentSpec) -> int:
+    """The candidate's share of requests before the first step: 0, or the mirror's after a shadow phase."""
+    if experiment.shadow is None:
+        return 0
+    percent = experiment.shadow.mirror_percent
+    return round(100 * percent / (100 + percent))
+
+
+def shadow_pending(state: State) -> bool:
+    """The experiment's shadow phase has not passed yet (an experiment without one: irrelevant)."""
+    record = state.results.get("shadow")
+    return not (isinstance(record, Mapping) and record.get("passed") is True)
+
+
+def start_steps(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
+    """The canary's first step (after a shadow phase, if it had one)."""
     steps = experiment.canary.steps
     if steps[0] == 100:
         return finish(
@@ -263,7 +286,13 @@ def finish(
     assessments: tuple[model.MetricAssessment, ...] = (),
 ) -> model.Decision:
     promoted = phase is Phase.SUCCEEDED
-    weights = split(experiment, 100 if promoted else 0)
+    # A Shadow never sends users to the candidate: even promoted by hand, it ends on the baseline.
+    to_candidate = promoted and experiment.strategy is not spec.Strategy.SHADOW
+    weights = split(experiment, 100 if to_candidate else 0)
+    results = dict(state.results)
+    record = results.get("shadow")
+    if isinstance(record, Mapping) and record.get("active"):  # the mirror ends with the experiment
+        results["shadow"] = {**record, "active": False}
     finished = dataclasses.replace(
         state,
         phase=phase,
@@ -274,6 +303,7 @@ def finish(
         action=Action.PROMOTE if promoted else Action.ROLLBACK,
         last_evaluated_at=state.last_evaluated_at or now,
         approval=None,
+        results=results,
     )
     event = Event("Normal" if promoted else "Warning", "Promoted" if promoted else "RolledBack", message)
     return model.Decision(
@@ -332,6 +362,10 @@ def _evaluate(
         from modelrollout.core import abtest  # the A/B test builds on this module
 
         return abtest.evaluate(experiment, state, obs, now, analyses)
+    if experiment.has_shadow_phase and shadow_pending(state):
+        from modelrollout.core import shadow
+
+        return shadow.evaluate(experiment, state, obs, now, analyses)
     assessments, memory = _assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
     # Windows that start right after the weight change straddle it: the mesh applies new routes and
@@ -339,7 +373,7 @@ def _evaluate(
     started = state.step_started_at
     window_start = state.last_evaluated_at or started
     first_of_step = started is None or window_start is None or window_start - started < WEIGHT_CHANGE_SETTLE
-    previous = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
+    previous = experiment.canary.steps[state.step - 2] if state.step > 1 else _before_steps(experiment)
     mismatch = srm.check(
         state.analysis.get("srm"),
         obs.requests,
@@ -588,6 +622,8 @@ def until_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datet
 
 
 def _final_weights(experiment: spec.ExperimentSpec, state: State) -> dict[str, int] | None:
+    if state.phase is Phase.SUCCEEDED and experiment.strategy is spec.Strategy.SHADOW:
+        return split(experiment, 0)  # a shadow that passed changed nothing user-facing
     if state.phase is Phase.SUCCEEDED:
         return split(experiment, 100)
     if state.phase is Phase.ROLLED_BACK:

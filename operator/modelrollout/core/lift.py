@@ -40,6 +40,8 @@ from typing import Any
 from modelrollout.core.model import MAX_COUNT
 
 MIN_INTERVALS = 5  # batch means: below this the variance estimate is too noisy to use
+# Less than this is no observation at all (a float from increase() of nothing, or an exporter's noise).
+MIN_COUNT = 1e-6
 DEFAULT_TAU = math.log(1.05)  # mixing scale when no usable minimum effect is given
 _EXP_CAP = 700.0  # exp() of more overflows; an interval this wide says "no idea" anyway
 
@@ -72,10 +74,13 @@ class Moments:
         """These sums plus one interval's; counts no exporter can produce leave them as they were."""
         n, s = _number(count, MAX_COUNT), _number(total, MAX_COUNT)
         q = None if squares is None else _number(squares, MAX_COUNT**2)  # squares scale like total^2
-        if n is None or s is None or (squares is not None and q is None) or n == 0:
+        if n is None or s is None or (squares is not None and q is None) or n < MIN_COUNT:
             return self  # garbage, or nothing happened (an empty interval adds no squares either)
         known = None if q is None or self.squares is None else self.squares + q
-        return Moments(self.count + n, self.total + s, known, self.batch + s * s / n, self.intervals + 1)
+        batch = self.batch + s * s / n
+        if not math.isfinite(batch):
+            return self  # a total no count of observations can hold (s^2/n overflows)
+        return Moments(self.count + n, self.total + s, known, batch, self.intervals + 1)
 
     def sane(self) -> bool:
         """Made by ``add``/``from_dict`` (not constructed by hand from garbage)."""
