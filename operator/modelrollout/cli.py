@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = commands.add_parser("demo", help="a whole rollout on this machine: emulator, mesh, Prometheus")
     demo.add_argument(
-        "--scenario", default="good", help="good | bad-errors | bad-latency | ab-win | ab-lose | aa"
+        "--scenario",
+        default="good",
+        help="good | bad-errors | bad-latency | shadow | shadow-bad | ab-win | ab-lose | aa",
     )
     demo.add_argument("--rps", type=float, default=200.0, help="simulated requests per second")
     demo.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")

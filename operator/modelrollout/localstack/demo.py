@@ -29,6 +29,7 @@ class Scenario:
     candidate: traffic.VariantProfile
     expected: str
     story: str
+    manifest: str = "experiment.yaml"  # in examples/03-demo
 
 
 SCENARIOS = {
@@ -38,6 +39,18 @@ SCENARIOS = {
     ),
     "bad-latency": Scenario(
         dataclasses.replace(BASELINE, latency_median_ms=300), "RolledBack", "the candidate answers 5x slower"
+    ),
+    "shadow": Scenario(
+        BASELINE,
+        "Succeeded",
+        "20 s of shadow traffic (the candidate answers copies, users never see them), then the canary",
+        "shadow.yaml",
+    ),
+    "shadow-bad": Scenario(
+        dataclasses.replace(BASELINE, error_rate=0.3),
+        "RolledBack",
+        "the candidate fails 30% of the mirrored requests: caught in the shadow, no user ever served by it",
+        "shadow.yaml",
     ),
 }
 
@@ -99,8 +112,8 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         print("  waiting for Prometheus' first scrapes of the baseline's traffic ...")
         local.add_model_app(NAMESPACE, BASELINE, scenario.candidate, rps)
         operator = local.start_operator()
-        print(f"operator started (log: {operator.log_path}); applying examples/03-demo/experiment.yaml")
-        local.apply_file(examples / "03-demo" / "experiment.yaml", NAMESPACE)
+        print(f"operator started (log: {operator.log_path}); applying examples/03-demo/{scenario.manifest}")
+        local.apply_file(examples / "03-demo" / scenario.manifest, NAMESPACE)
         started = time.monotonic()
         final: dict[str, Any] = {}
         for status in local.watch_status(NAMESPACE, EXPERIMENT, timeout=timeout):
@@ -115,7 +128,9 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         seen = {w: local.mesh.observed(NAMESPACE, w) for w in ("churn-v1", "churn-v2")}
         print(f"\n{final['phase']}: {final.get('message', '')}")
         for workload, observed in seen.items():
-            print(f"  {workload}: {observed.requests} requests served, {observed.errors} errors")
+            mirrored = local.mesh.mirrored(NAMESPACE, workload)
+            copies = f" ({mirrored} of them mirror copies, answers discarded)" if mirrored else ""
+            print(f"  {workload}: {observed.requests} requests served, {observed.errors} errors{copies}")
         weights = ", ".join(f"{subset} {weight}%" for subset, weight in _settled_route(local, final).items())
         print(f"  VirtualService churn, route primary: {weights}")
         return 0 if final["phase"] == scenario.expected else 1
