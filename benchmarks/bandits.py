@@ -106,10 +106,22 @@ class RunResult:
     winner_at_stop: int | None  # final_comparison's winner on the data at the stop
     winner_end: int  # ... at the end of the horizon (maxDuration)
     winner_end_pooled: int  # the same decision made on pooled counts
-    # The first candidate's rate minus the baseline's, estimated from the paired stratified sums,
-    # and from pooled counts.
+    # The first candidate's rate minus the baseline's, estimated from the paired traffic-weighted
+    # stratified sums (reported), and from pooled counts.
     difference_stratified: float | None
     difference_pooled: float | None
+    # The first candidate's log rate ratio to the baseline, Mantel-Haenszel (what decides), and
+    # whether its always-valid interval (as in final_comparison, Bonferroni over the candidates)
+    # held the true ratio at the end and at every interval where it was defined.
+    log_ratio_mh: float | None
+    covered_end: bool
+    covered_always: bool
+    # The standard error of that log ratio at the end, Mantel-Haenszel (Greenland-Robins) and
+    # from the traffic-weighted sums (delta method, as decisions were made before), and the
+    # baseline's conversions over the run.
+    se_mh: float | None
+    se_traffic: float | None
+    baseline_conversions: float
 
 
 def pooled_comparison(stats: dict[str, bandit.ArmStats], arms: list[str]) -> list[lift.Estimate]:
@@ -129,6 +141,30 @@ def pooled_winner(estimates: list[lift.Estimate]) -> int:
     return max(better)[1] if better else 0
 
 
+def mh_interval(stats: bandit.ArmStats, level: float) -> tuple[float, float] | None:
+    """The always-valid interval on the log ratio from one candidate's Mantel-Haenszel sums, as
+    ``bandit.final_comparison`` makes it (without building the whole estimate every interval)."""
+    mh = stats.mantel_haenszel
+    variance = mh.log_variance
+    if mh.ratio is None or mh.candidate <= 0 or variance is None or not 1e-300 < variance < math.inf:
+        return None
+    log_ratio = math.log(mh.candidate) - math.log(mh.baseline)
+    width = lift.half_width(variance, level, lift.DEFAULT_TAU)
+    return log_ratio - width, log_ratio + width
+
+
+def traffic_weighted_se(stats: bandit.ArmStats) -> float | None:
+    """The standard error of the log ratio of the paired traffic-weighted rates (delta method)."""
+    mine, theirs = stats.paired, stats.paired_baseline
+    if mine.weighted_rate <= 0 or theirs.weighted_rate <= 0:
+        return None
+    variance = (
+        mine.weighted_variance / mine.weighted_rate / mine.weighted_rate
+        + theirs.weighted_variance / theirs.weighted_rate / theirs.weighted_rate
+    )
+    return math.sqrt(variance)
+
+
 def simulate(scenario: Scenario, allocator_name: str, config: Config, seed: int, run: int) -> RunResult:
     """One run of one allocator; the world's randomness depends only on (seed, scenario, run)."""
     world_seed, allocator_seed = np.random.SeedSequence([seed, SCENARIOS.index(scenario), run]).spawn(2)
@@ -143,6 +179,9 @@ def simulate(scenario: Scenario, allocator_name: str, config: Config, seed: int,
     reward = regret = 0.0
     lead_from: int | None = None
     stop_at = stop_arm = winner_at_stop = None
+    true_log_ratio = math.log(scenario.rates[1] / scenario.rates[0])  # the campaign scales every rate alike
+    level = lift.bonferroni(ALPHA, len(arms) - 1)
+    covered_always, interval = True, None
     for t in range(config.intervals):
         shares = np.array([weights[arm] for arm in arms]) / 100
         leading = best is not None and all(shares[best] > x for i, x in enumerate(shares) if i != best)
@@ -157,6 +196,9 @@ def simulate(scenario: Scenario, allocator_name: str, config: Config, seed: int,
         regret += float((trials * (rates.max() - rates)).sum())
         counts = {arm: (float(s), float(n)) for arm, s, n in zip(arms, successes, trials, strict=True)}
         stats = bandit.add_interval(stats, counts, baseline=arms[0])
+        interval = mh_interval(stats[arms[1]], level)
+        if interval is not None and not interval[0] <= true_log_ratio <= interval[1]:
+            covered_always = False
         if stop_at is None:
             history.append(bandit.probability_best(stats, rng, config.draws))
             stopped = bandit.should_stop(list(history), CONFIDENCE, INTERVALS_REQUIRED)
@@ -170,6 +212,8 @@ def simulate(scenario: Scenario, allocator_name: str, config: Config, seed: int,
     pooled = pooled_comparison(stats, arms)
     pair = stats[arms[1]].paired.rate, stats[arms[1]].paired_baseline.rate
     base_rate, rate = stats[arms[0]].pooled_rate, stats[arms[1]].pooled_rate
+    ratio_mh = stats[arms[1]].mantel_haenszel.ratio
+    variance_mh = stats[arms[1]].mantel_haenszel.log_variance
     return RunResult(
         reward,
         regret,
@@ -181,6 +225,12 @@ def simulate(scenario: Scenario, allocator_name: str, config: Config, seed: int,
         pooled_winner(pooled),
         None if pair[0] is None or pair[1] is None else pair[0] - pair[1],
         None if base_rate is None or rate is None else rate - base_rate,
+        None if not ratio_mh else math.log(ratio_mh),
+        interval is not None and interval[0] <= true_log_ratio <= interval[1],
+        covered_always,
+        None if variance_mh is None else math.sqrt(variance_mh),
+        traffic_weighted_se(stats[arms[1]]),
+        stats[arms[0]].successes,
     )
 
 
@@ -302,7 +352,7 @@ def render(
         "",
         "### The first candidate's rate minus the baseline's, estimated at the end (percentage points)",
         "",
-        "| scenario | allocator | truth (time average) | stratified: mean (s.e.) "
+        "| scenario | allocator | truth (time average) | traffic-weighted stratified: mean (s.e.) "
         "| pooled counts: mean (s.e.) |",
         "|---|---|---:|---:|---:|",
     ]
@@ -316,6 +366,33 @@ def render(
                 se = statistics.stdev(known) / math.sqrt(len(known)) if len(known) > 1 else math.nan
                 cells.append(f"{100 * statistics.fmean(known):+.3f} ({100 * se:.3f})" if known else "-")
             lines.append(f"| {s.story} | {name} | {100 * truth:+.3f} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        "### The first candidate's log rate ratio to the baseline (Mantel-Haenszel, what decides)",
+        "",
+        "| scenario | allocator | truth: 100 log ratio | estimate at the end: mean (s.e.) "
+        "| one run's standard error (median): MH / traffic-weighted | baseline conversions (median) "
+        "| always-valid interval holds the truth: at the end | ... at every interval |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in scenarios:
+        truth = 100 * math.log(s.rates[1] / s.rates[0])
+        for name in ALLOCATORS:
+            part = results[s.name, name]
+            known = [100 * r.log_ratio_mh for r in part if r.log_ratio_mh is not None]
+            se = statistics.stdev(known) / math.sqrt(len(known)) if len(known) > 1 else math.nan
+            mean = f"{statistics.fmean(known):+.2f} ({se:.2f})" if known else "-"
+            end = _pct(sum(r.covered_end for r in part), len(part))
+            always = _pct(sum(r.covered_always for r in part), len(part))
+            errors = []
+            for values in ([r.se_mh for r in part], [r.se_traffic for r in part]):
+                finite = [100 * v for v in values if v is not None]
+                errors.append(f"{statistics.median(finite):.2f}" if finite else "-")
+            conversions = statistics.median(r.baseline_conversions for r in part)
+            lines.append(
+                f"| {s.story} | {name} | {truth:+.2f} | {mean} | {errors[0]} / {errors[1]} "
+                f"| {conversions:.0f} | {end} | {always} |"
+            )
     lines.append("")
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from modelrollout import report
 from modelrollout.localstack import mesh, stack
 from modelrollout.localstack.traffic import Outcomes
 
@@ -46,14 +47,14 @@ SCENARIOS: dict[str, tuple[mesh.Users, dict[str, Any]]] = {
     # alpha 0.01: the A/A's own chance of a false "difference" is then below 1 % (benchmarked in
     # tests/unit/test_lift.py), so this test is not flaky; the pipeline check is the same.
     "aa": (users(BASE_OUTCOMES), {"abTest": {"aa": True, "maxDuration": "40s"}, "analysis": {"alpha": 0.01}}),
-    # Better overall (us +120 %), worse in eu (-50 %); a minimum effect the overall lift (~+35 %)
-    # cannot reach keeps the test running while the segments are watched.
+    # Better overall (us +120 %), worse in eu (-50 %); no decision before maxDuration (minSamples out of
+    # reach) keeps the test running while the segments are watched.
     "reversal": (
         users(
             Outcomes(conversion=0.05),
             {"region=us": Outcomes(conversion=0.11), "region=eu": Outcomes(conversion=0.025)},
         ),
-        {"objective": {"minimumEffect": 0.8}},
+        {"abTest": {"minSamples": 10**9}},
     ),
     "cohort": (
         mesh.Users(
@@ -180,6 +181,11 @@ def test_a_better_model_ships_users_stay_on_their_variant_and_promotion_cleans_u
     config_map = app.local.core.read_namespaced_config_map("churn-v2-report", app.namespace)
     text = config_map.data["report.md"]
     assert "Ship" in text and "conversion" in text and "region" in text
+    # The full report of the live object, with its plots (lift over time, weights and traffic).
+    body = app.local.experiment(app.namespace, "churn-v2")
+    assert body is not None
+    html = report.render(body, "html")
+    assert html.count("<svg") == 2 and "Ship" in html
 
 
 def test_a_worse_model_is_discarded_and_the_routes_are_restored(apps: dict[str, App]) -> None:

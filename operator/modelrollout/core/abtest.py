@@ -88,8 +88,12 @@ def evaluate(
         )
 
     # Sample-ratio mismatch on the unit the split randomizes (users newly assigned).
+    # The first windows straddle the start: routes land and new series appear (counted from their first
+    # sample), so the candidate's share lies anywhere between 0 and the split there.
+    window_start = state.last_evaluated_at or state.step_started_at or now
+    first = window_start - _started(state, now) < canary.WEIGHT_CHANGE_SETTLE
     mismatch = srm.check(
-        state.analysis.get("srm"), obs.assignments, state.weights, cand, previous_weight=None
+        state.analysis.get("srm"), obs.assignments, state.weights, cand, previous_weight=0 if first else None
     )
     memory["srm"] = mismatch.memory
     memory["abtest"] = kept

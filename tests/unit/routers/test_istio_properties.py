@@ -224,9 +224,11 @@ def test_mirror_set_and_unset_are_idempotent_and_leave_the_weights(
     # Weights written while mirroring are the weights written without it.
     weighted = istio_routes.with_weights(mirrored, shadow, weights)
     assert _routes(weighted) == _routes(istio_routes.with_weights(without, plain, weights))
-    assert istio_routes.read_weights(weighted, shadow) == istio_routes.read_weights(
-        istio_routes.with_weights(without, plain, weights), plain
+    assert (
+        istio_routes.read_weights(weighted, shadow).routes
+        == istio_routes.read_weights(istio_routes.with_weights(without, plain, weights), plain).routes
     )
+    assert istio_routes.read_weights(weighted, shadow).mirror == pytest.approx(float(percent))
     assert istio_routes.read_mirror(weighted, shadow) == pytest.approx(float(percent))
 
     # Unset: exactly as if the experiment had never mirrored, and idempotent again.

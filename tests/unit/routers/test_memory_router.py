@@ -38,9 +38,9 @@ def _vs() -> dict[str, Any]:
     }
 
 
-def _split(**weights: int) -> ports.TrafficSplit:
+def _split(mirror: float | None = None, **weights: int) -> ports.TrafficSplit:
     renamed = {workload.replace("_", "-"): percent for workload, percent in weights.items()}
-    return ports.TrafficSplit(routes=(ports.RouteWeights(route="primary", weights=renamed),))
+    return ports.TrafficSplit(routes=(ports.RouteWeights(route="primary", weights=renamed),), mirror=mirror)
 
 
 def test_reconcile_adds_the_candidate_and_reports_the_split() -> None:
@@ -184,7 +184,7 @@ def test_a_shadow_phase_then_a_canary_then_finalize() -> None:
     shadow = dataclasses.replace(TARGET, mirror_percent=50.0)
     router = memory.InMemoryRouter([_vs()])
     assert router.get_mirror(TARGET) is None
-    assert router.reconcile(shadow) == _split(churn_v1=100, churn_v2=0)
+    assert router.reconcile(shadow) == _split(churn_v1=100, churn_v2=0, mirror=50.0)
     primary = router.get("ml", "churn")["spec"]["http"][1]
     assert primary["mirror"] == {"host": "churn", "subset": "v2"}
     assert primary["mirrorPercentage"] == {"value": 50.0}
