@@ -34,18 +34,10 @@ CONDITION_TYPES = (
 
 
 def to_time(value: datetime.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else model.to_iso(value)
 
 
-def from_time(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+from_time = model.from_iso
 
 
 def _int(value: Any, default: int = 0) -> int:

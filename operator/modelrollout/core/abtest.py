@@ -36,29 +36,21 @@ AA_FAILED, NO_DIFFERENCE, UNFAIR = "AAFailed", "NoDifference", "UnfairToSegment"
 
 def start(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
     ab = experiment.ab
-    weights = canary.split(experiment, ab.split)
     message = (
         f"A/B test: {ab.split}% of participating users to {experiment.the_candidate.workload}, "
         f"sticky by cookie; objective {_objective(experiment).metric}"
     )
-    started = dataclasses.replace(
+    begun = canary.begin(
+        experiment,
         state,
-        phase=Phase.PROGRESSING,
+        now,
         step=1,
-        weights=weights,
-        step_started_at=now,
-        last_evaluated_at=now,
-        step_checks=0,
-        samples={},
-        failed_checks=0,
-        no_data_checks=0,
+        percent=ab.split,
         reason="Started",
         message=message,
-        action=Action.CONTINUE,
-        outcome=None,
-        results={"startedAt": _time(now)},
+        results={"startedAt": model.to_iso(now)},
     )
-    return model.Decision(started, weights, (Event("Normal", "Started", message),), requeue_after=ab.interval)
+    return dataclasses.replace(begun, state=dataclasses.replace(begun.state, outcome=None))
 
 
 def evaluate(
@@ -533,7 +525,11 @@ def _timeline(
     moments: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
     points = [p for p in previous if isinstance(p, Mapping)] if isinstance(previous, list) else []
-    point: dict[str, Any] = {"time": _time(now), "weights": dict(weights), "samples": _samples(moments)}
+    point: dict[str, Any] = {
+        "time": model.to_iso(now),
+        "weights": dict(weights),
+        "samples": _samples(moments),
+    }
     if estimate.lift is not None:
         point["lift"] = round(estimate.lift, 6)
     if estimate.interval is not None:
@@ -558,17 +554,7 @@ def _srm_summary(
 
 
 def _started(state: State, now: datetime.datetime) -> datetime.datetime:
-    value = state.results.get("startedAt")
-    if isinstance(value, str):
-        try:
-            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-    return state.step_started_at or now
-
-
-def _time(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return model.from_iso(state.results.get("startedAt")) or state.step_started_at or now
 
 
 def _round(value: float | None) -> float | None:

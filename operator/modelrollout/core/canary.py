@@ -256,21 +256,38 @@ def start_steps(experiment: spec.ExperimentSpec, state: State, now: datetime.dat
         return finish(
             experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%", step=1
         )
-    weights = split(experiment, steps[0])
     message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {experiment.the_candidate.workload}"
+    return begin(experiment, state, now, step=1, percent=steps[0], reason="Started", message=message)
+
+
+def begin(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    *,
+    step: int,
+    percent: int,
+    reason: str,
+    message: str,
+    results: Mapping[str, Any] | None = None,
+) -> model.Decision:
+    """Progressing from now on at ``percent`` to the candidate: a canary's first step, an A/B
+    test's split, a shadow phase (0 %); its clock, checks and samples start afresh."""
+    weights = split(experiment, percent)
     started = dataclasses.replace(
         _new_step_clock(state, now),
         phase=Phase.PROGRESSING,
-        step=1,
+        step=step,
         weights=weights,
         failed_checks=0,
         no_data_checks=0,
-        reason="Started",
+        reason=reason,
         message=message,
         action=Action.CONTINUE,
+        results=state.results if results is None else results,
     )
     return model.Decision(
-        started, weights, (Event("Normal", "Started", message),), requeue_after=experiment.interval
+        started, weights, (Event("Normal", reason, message),), requeue_after=experiment.interval
     )
 
 

@@ -196,6 +196,21 @@ class State:
     results: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def to_iso(value: datetime.datetime) -> str:
+    """A time as status writes it: UTC, whole seconds."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(value: Any) -> datetime.datetime | None:
+    """A time read back from status; None for anything that is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Event:
     type: ports.EventType

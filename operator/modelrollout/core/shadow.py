@@ -48,31 +48,21 @@ def mirror_percent(experiment: spec.ExperimentSpec, state: State) -> float | Non
 def start(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
     assert experiment.shadow is not None  # the caller starts a shadow phase only when there is one
     percent = experiment.shadow.mirror_percent
-    weights = canary.split(experiment, 0)
     message = (
         f"shadow: {percent}% of {experiment.baseline.workload}'s requests mirrored to "
         f"{experiment.the_candidate.workload} for {_duration(experiment.shadow.duration)}; users get only "
         f"{experiment.baseline.workload}'s answers"
     )
-    record = {"active": True, "startedAt": _time(now), "mirrorPercent": percent}
-    started = dataclasses.replace(
+    record = {"active": True, "startedAt": model.to_iso(now), "mirrorPercent": percent}
+    return canary.begin(
+        experiment,
         state,
-        phase=Phase.PROGRESSING,
+        now,
         step=0,
-        weights=weights,
-        step_started_at=now,
-        last_evaluated_at=now,
-        step_checks=0,
-        samples={},
-        failed_checks=0,
-        no_data_checks=0,
+        percent=0,
         reason="ShadowStarted",
         message=message,
-        action=Action.CONTINUE,
         results={**state.results, KEY: record},
-    )
-    return model.Decision(
-        started, weights, (Event("Normal", "ShadowStarted", message),), requeue_after=experiment.interval
     )
 
 
@@ -236,17 +226,7 @@ def _waiting(experiment: spec.ExperimentSpec, state: State, elapsed: datetime.ti
 
 
 def _started(record: Mapping[str, Any], state: State, now: datetime.datetime) -> datetime.datetime:
-    value = record.get("startedAt")
-    if isinstance(value, str):
-        try:
-            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-    return state.step_started_at or now
-
-
-def _time(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return model.from_iso(record.get("startedAt")) or state.step_started_at or now
 
 
 def _duration(value: datetime.timedelta) -> str:
