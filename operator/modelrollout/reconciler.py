@@ -73,8 +73,6 @@ class Reconciler:
         default_factory=weakref.WeakKeyDictionary
     )
     _telemetry_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    # The mirror percent each experiment's routes held at its last read (under its tick lock).
-    _mirrors: dict[tuple[str, str], float | None] = dataclasses.field(default_factory=dict)
 
     def tick(self, namespace: str, name: str) -> float | None:
         """Run one tick; return seconds until the next, or None when the experiment is gone."""
@@ -126,7 +124,7 @@ class Reconciler:
 
     def _decide(
         self, body: Mapping[str, Any]
-    ) -> tuple[model.Decision, spec.ExperimentSpec | None, dict[str, int] | None, str | None]:
+    ) -> tuple[model.Decision, spec.ExperimentSpec | None, ports.TrafficSplit | None, str | None]:
         """The decision, the parsed spec (None if invalid), the split the routes hold, and
         -- at the experiment's first evaluation -- what its plan can detect."""
         meta = body.get("metadata", {})
@@ -140,11 +138,9 @@ class Reconciler:
             obs = model.Observation(None, annotations, generation)
             return canary.reject_spec(state, obs, str(e)), None, None, None
 
-        target = route_target(experiment, body)
+        target = route_target(experiment, body, state)
         try:
             split = self.router.get_routes(target)
-            weights = split.weights()
-            self._mirrors[meta["namespace"], meta["name"]] = split.mirror
         except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
             obs = model.Observation(None, annotations, generation)
             return canary.blocked(experiment, state, obs, e.reason, str(e)), experiment, None, None
@@ -166,9 +162,9 @@ class Reconciler:
             assigned = None
         answers = self._ask_webhooks(experiment, state, body)
         obs = model.Observation(
-            weights, annotations, generation, metrics, requests, answers, assignments=assigned
+            split.weights(), annotations, generation, metrics, requests, answers, assignments=assigned
         )
-        return canary.decide(experiment, state, obs, now, self.analyses), experiment, weights, plan
+        return canary.decide(experiment, state, obs, now, self.analyses), experiment, split, plan
 
     def _telemetry(self, provider: ports.MetricProvider) -> telemetry.Telemetry:
         with self._telemetry_lock:
@@ -195,7 +191,7 @@ class Reconciler:
         body: Mapping[str, Any],
         decision: model.Decision,
         experiment: spec.ExperimentSpec | None,
-        routes: Mapping[str, int] | None,
+        routes: ports.TrafficSplit | None,
         plan: str | None = None,
     ) -> None:
         meta = body.get("metadata", {})
@@ -218,7 +214,7 @@ class Reconciler:
         if experiment is not None:
             target = route_target(experiment, body, decision.state)
             try:
-                self._route(target, decision, routes, self._mirrors.pop((namespace, name), None))
+                self._route(target, decision, routes)
             except (ports.VirtualServiceNotFound, ports.RouteNotFound) as e:
                 # Gone between our read and write: the next tick records it as blocked.
                 logger.warning("%s/%s: %s", namespace, name, e)
@@ -289,18 +285,17 @@ class Reconciler:
                 sink.emit("Warning", "WebhookFailed", f"post-rollout webhook {answer.name}: {answer.detail}")
 
     def _route(
-        self,
-        target: ports.RouteTarget,
-        decision: model.Decision,
-        routes: Mapping[str, int] | None,
-        mirror: float | None,
+        self, target: ports.RouteTarget, decision: model.Decision, routes: ports.TrafficSplit | None
     ) -> None:
+        """Write the routes when the split or the shadow's mirror they were read with differs."""
         if decision.restore_routes:
             self.router.finalize(target)
         if decision.weights is None:
             return
-        if routes is None or dict(routes) != dict(decision.weights) or mirror != target.mirror_percent:
-            self.router.set_routes(target, decision.weights)  # the weights, and the shadow's mirror
+        held = routes.weights() if routes is not None else None
+        mirror = routes.mirror if routes is not None else None
+        if held is None or held != dict(decision.weights) or mirror != target.mirror_percent:
+            self.router.set_routes(target, decision.weights)
 
 
 def plan_summary(
@@ -359,11 +354,10 @@ def evaluation_window(
 
 
 def route_target(
-    experiment: spec.ExperimentSpec, body: Mapping[str, Any], state: model.State | None = None
+    experiment: spec.ExperimentSpec, body: Mapping[str, Any], state: model.State
 ) -> ports.RouteTarget:
-    """What the router works on; ``state`` (default: the body's status) says whether to mirror."""
+    """What the router works on; ``state`` says whether the shadow's mirror is on."""
     meta = body.get("metadata", {})
-    state = state if state is not None else status.parse_state(body.get("status"))
     vs = experiment.virtual_service
     return ports.RouteTarget(
         experiment=meta["name"],

@@ -65,7 +65,7 @@ def evaluate(
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
     where = f"the A/B test ({ab.split}% to {cand})"
     guarded = experiment.model_copy(update={"metrics": experiment.guardrails})
-    assessments, memory = canary._assess(guarded, state, obs, analyses)
+    assessments, memory = canary.assess(guarded, state, obs, analyses)
     samples = {sample.name: sample for sample in obs.metrics or ()}
 
     # The objective's and secondary metrics' running sums, overall and per segment.
@@ -359,7 +359,7 @@ def _objective_entry(objective: spec_ab.ObjectiveSpec, estimate: lift.Estimate) 
         "samples": {w: round(n) for w, n in estimate.samples.items()},
         "reason": estimate.reason,
     }
-    return {k: v for k, v in entry.items() if v is not None}
+    return _present(entry)
 
 
 def _secondary(
@@ -384,7 +384,7 @@ def _secondary(
             "interval": _interval(est),
             "alpha": round(corrected, 6),
         }
-        entries.append({k: v for k, v in entry.items() if v is not None})
+        entries.append(_present(entry))
     return entries
 
 
@@ -433,7 +433,7 @@ def _segments(
             "reversed": result.reversed,
             "unfair": result.segment in unfair,
         }
-        entries.append({k: v for k, v in entry.items() if v is not None})
+        entries.append(_present(entry))
     return entries
 
 
@@ -514,7 +514,7 @@ def _plan(
         "expectedDuration": _duration(duration) if duration is not None else None,
         "message": message,
     }
-    return {k: v for k, v in plan.items() if v is not None}
+    return _present(plan)
 
 
 def _timeline(
@@ -555,6 +555,11 @@ def _srm_summary(
 
 def _started(state: State, now: datetime.datetime) -> datetime.datetime:
     return model.from_iso(state.results.get("startedAt")) or state.step_started_at or now
+
+
+def _present(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A status entry without the fields that could not be computed (status holds no nulls)."""
+    return {k: v for k, v in entry.items() if v is not None}
 
 
 def _round(value: float | None) -> float | None:

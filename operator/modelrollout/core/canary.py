@@ -383,7 +383,7 @@ def _evaluate(
         from modelrollout.core import shadow
 
         return shadow.evaluate(experiment, state, obs, now, analyses)
-    assessments, memory = _assess(experiment, state, obs, analyses)
+    assessments, memory = assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
     # Windows that start right after the weight change straddle it: the mesh applies new routes and
     # Prometheus scrapes with a delay, so their share lies anywhere between the two weights.
@@ -400,7 +400,7 @@ def _evaluate(
     )
     memory["srm"] = mismatch.memory
     state = dataclasses.replace(
-        state, last_evaluated_at=now, samples=_add_samples(state.samples, obs), analysis=memory
+        state, last_evaluated_at=now, samples=add_samples(state.samples, obs), analysis=memory
     )
     step_name = f"step {state.step}/{len(experiment.canary.steps)} ({_cand_pct(experiment, state)}%)"
     held = guard(experiment, state, now, assessments, mismatch, step_name)
@@ -585,12 +585,13 @@ def _advance_now(
 # --------------------------------------------------------------------------- helpers
 
 
-def _assess(
+def assess(
     experiment: spec.ExperimentSpec,
     state: State,
     obs: model.Observation,
     analyses: Sequence[guardrails.Analysis],
 ) -> tuple[tuple[model.MetricAssessment, ...], dict[str, Mapping[str, Any]]]:
+    """Every metric of ``experiment`` judged by every analysis; the analyses' memory to keep."""
     samples = {sample.name: sample for sample in obs.metrics or ()}
     assessments: list[model.MetricAssessment] = []
     memory: dict[str, Mapping[str, Any]] = {}
@@ -607,7 +608,7 @@ def _assess(
     return tuple(assessments), memory
 
 
-def _add_samples(samples: Mapping[str, int], obs: model.Observation) -> dict[str, int]:
+def add_samples(samples: Mapping[str, int], obs: model.Observation) -> dict[str, int]:
     total = dict(samples)
     for workload, result in (obs.requests or {}).items():
         if result.ok and result.value is not None:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelrollout import spec
+from modelrollout import durations, spec
 from modelrollout.core import canary, guardrails, lift, model, srm
 from modelrollout.core.model import Action, Event, Phase, State, Verdict
 
@@ -50,8 +49,8 @@ def start(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime)
     percent = experiment.shadow.mirror_percent
     message = (
         f"shadow: {percent}% of {experiment.baseline.workload}'s requests mirrored to "
-        f"{experiment.the_candidate.workload} for {_duration(experiment.shadow.duration)}; users get only "
-        f"{experiment.baseline.workload}'s answers"
+        f"{experiment.the_candidate.workload} for {durations.format_duration(experiment.shadow.duration)}; "
+        f"users get only {experiment.baseline.workload}'s answers"
     )
     record = {"active": True, "startedAt": model.to_iso(now), "mirrorPercent": percent}
     return canary.begin(
@@ -76,7 +75,7 @@ def evaluate(
     assert experiment.shadow is not None
     shadow = experiment.shadow
     guarded = experiment.model_copy(update={"metrics": experiment.guardrails})
-    assessments, memory = canary._assess(guarded, state, obs, analyses)
+    assessments, memory = canary.assess(guarded, state, obs, analyses)
     record = dict(state.results.get(KEY) or {})
     agreement, kept = _agreement(experiment, obs, state.analysis.get(KEY), record)
     if kept is not None:
@@ -85,7 +84,7 @@ def evaluate(
     state = dataclasses.replace(
         state,
         last_evaluated_at=now,
-        samples=canary._add_samples(state.samples, obs),
+        samples=canary.add_samples(state.samples, obs),
         analysis=memory,
         results={**state.results, KEY: record},
     )
@@ -227,8 +226,3 @@ def _waiting(experiment: spec.ExperimentSpec, state: State, elapsed: datetime.ti
 
 def _started(record: Mapping[str, Any], state: State, now: datetime.datetime) -> datetime.datetime:
     return model.from_iso(record.get("startedAt")) or state.step_started_at or now
-
-
-def _duration(value: datetime.timedelta) -> str:
-    seconds = value.total_seconds()
-    return f"{seconds / 60:g}m" if seconds >= 60 and math.isclose(seconds % 60, 0) else f"{seconds:g}s"
