@@ -17,7 +17,8 @@ from modelrollout.providers import queries, telemetry
 
 
 def variants(experiment: spec.ExperimentSpec) -> tuple[spec.Variant, ...]:
-    return (experiment.baseline, experiment.the_candidate)
+    """The baseline, then every candidate."""
+    return (experiment.baseline, *experiment.arms)
 
 
 def measure(
@@ -81,8 +82,9 @@ def measure(
             model.MetricSample(
                 metric.name,
                 results,
-                counts=counts if len(counts) == len(scopes) else None,
-                histograms=histograms if len(histograms) == len(scopes) else None,
+                # What was measured: each comparison (baseline vs one candidate) looks for its own two.
+                counts=counts or None,
+                histograms=histograms or None,
                 sums=sums if complete else None,
                 segments={k: v for k, v in segments.items() if len(v) == len(scopes)} if complete else None,
             )

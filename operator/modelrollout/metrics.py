@@ -4,7 +4,8 @@ One registry per operator (not the global one), so tests can build several.
 Series per experiment are removed when the experiment is deleted, so a
 long-running operator does not accumulate dead label sets.  Variants are
 labelled by role (``baseline``/``candidate``), not by workload name, so a
-dashboard works for every experiment unchanged.
+dashboard works for every experiment unchanged; with several candidates each
+candidate's variant label is its workload.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class OperatorMetrics:
         self.notifications = Counter(
             "modelrollout_notifications", "Notifications by kind and result.", ["kind", "result"], registry=r
         )
-        self._metric_names: dict[tuple[str, str], set[str]] = {}
+        self._metric_names: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._lock = threading.Lock()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
@@ -103,18 +104,23 @@ class OperatorMetrics:
         decision = status.get("decision")
         if decided and decision in {action.value for action in Action}:
             self.decisions.labels(namespace, name, decision).inc()
-        names: set[str] = set()
+        names: set[tuple[str, str]] = set()
         for entry in status.get("metrics") or []:
             metric = str(entry.get("name"))
-            names.add(metric)
-            for variant in ("baseline", "candidate"):
-                value = _number(entry.get(variant))
+            # Several candidates: one entry per metric and candidate, the candidate's workload as
+            # its variant label (and in the evidence's metric label); one candidate: its role.
+            workload = entry.get("variant")
+            candidate = str(workload) if isinstance(workload, str) else "candidate"
+            tested = metric if candidate == "candidate" else f"{metric}/{candidate}"
+            names.add((tested, candidate))
+            for variant, key in (("baseline", "baseline"), (candidate, "candidate")):
+                value = _number(entry.get(key))
                 if value is not None:
                     self.value.labels(namespace, name, metric, variant).set(value)
             for gauge, key in ((self.evidence, "evidence"), (self.bound, "bound")):
                 value = _number(entry.get(key))
                 if value is not None:
-                    gauge.labels(namespace, name, metric).set(value)
+                    gauge.labels(namespace, name, tested).set(value)
         with self._lock:
             self._metric_names.setdefault((namespace, name), set()).update(names)
 
@@ -132,11 +138,12 @@ class OperatorMetrics:
         for action in Action:
             _remove(self.decisions, namespace, name, action.value)
         _remove(self.errors, namespace, name)
-        for metric in metric_names:
-            for variant in ("baseline", "candidate"):
+        for tested, candidate in metric_names:
+            metric = tested.split("/", 1)[0]
+            for variant in ("baseline", candidate):
                 _remove(self.value, namespace, name, metric, variant)
-            _remove(self.evidence, namespace, name, metric)
-            _remove(self.bound, namespace, name, metric)
+            _remove(self.evidence, namespace, name, tested)
+            _remove(self.bound, namespace, name, tested)
 
 
 def _remove(collector: Gauge | Counter, *labels: str) -> None:

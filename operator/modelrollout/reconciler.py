@@ -115,7 +115,7 @@ class Reconciler:
         except (ports.VirtualServiceNotFound, ports.RouteNotFound):
             return "routing object or routes gone: nothing to restore"
         weights = split.weights()
-        if weights is None or weights.get(experiment.the_candidate.workload, 0) != 0:
+        if weights is None or canary.candidate_weight(experiment, weights) != 0:
             # No saved original (annotation removed?): the contract is baseline 100.
             self.router.set_routes(target, canary.split(experiment, 0))
         return "baseline restored to 100%"
@@ -197,8 +197,8 @@ class Reconciler:
         meta = body.get("metadata", {})
         namespace, name = meta["namespace"], meta["name"]
         previous = body.get("status") or {}
-        candidate = experiment.the_candidate.workload if experiment is not None else ""
-        new_status = status.render(decision, previous, self.clock(), candidate)
+        candidates = experiment.workloads if experiment is not None else ()
+        new_status = status.render(decision, previous, self.clock(), candidates)
         restarted = any(event.reason == "Restarted" for event in decision.events)
         if plan or (previous.get("plan") and not restarted):
             new_status["plan"] = plan or previous["plan"]

@@ -340,6 +340,9 @@ class PrometheusSpec(_Model):
         return self
 
 
+MAX_CANDIDATES = 8  # as the CRD's maxItems
+
+
 class ExperimentSpec(_Model):
     virtual_service: VirtualServiceRef
     baseline: Variant
@@ -395,16 +398,35 @@ class ExperimentSpec(_Model):
     def _one_candidate(self) -> ExperimentSpec:
         if (self.candidate is None) == (self.candidates is None):
             raise _problem("needs exactly one of candidate or candidates", value=None)
-        if self.candidates is not None and len(self.candidates) != 1:
+        if self.candidates is not None and not 1 <= len(self.candidates) <= MAX_CANDIDATES:
+            count = len(self.candidates)
+            raise _problem(f"must list 1 to {MAX_CANDIDATES} candidates", subpath="candidates", value=count)
+        seen = {self.baseline.workload: "the baseline's"}
+        for index, variant in enumerate(self.arms):
+            where = "candidate.workload" if self.candidate is not None else f"candidates[{index}].workload"
+            if variant.workload in seen:
+                other = seen[variant.workload]
+                what = (
+                    "baseline and candidate are the same workload"
+                    if other == "the baseline's"
+                    else (f"repeats {other} workload")
+                )
+                raise _problem(what, subpath=where, value=variant.workload)
+            seen[variant.workload] = f"candidates[{index}]'s"
+        several = len(self.arms) > 1
+        if several and self.strategy is Strategy.AB_TEST:
             raise _problem(
-                "lists several candidates; this version runs one candidate per experiment",
+                "lists several candidates; this version runs A/B tests with one candidate",
                 subpath="candidates",
-                value=len(self.candidates),
+                value=len(self.arms),
             )
-        workloads = [self.baseline.workload, self.the_candidate.workload]
-        if workloads[0] == workloads[1]:
-            where = "candidate.workload" if self.candidate is not None else "candidates[0].workload"
-            raise _problem("baseline and candidate are the same workload", subpath=where, value=workloads[1])
+        several = len(self.arms) > 1
+        if several and (self.strategy is Strategy.SHADOW or self.shadow is not None):
+            raise _problem(
+                "lists several candidates; a shadow mirrors to one candidate (Istio mirrors to one host)",
+                subpath="candidates",
+                value=len(self.arms),
+            )
         return self
 
     @model_validator(mode="after")
@@ -498,10 +520,35 @@ class ExperimentSpec(_Model):
 
     @property
     def the_candidate(self) -> Variant:
+        """The candidate (the first one when there are several)."""
+        return self.arms[0]
+
+    @property
+    def arms(self) -> tuple[Variant, ...]:
+        """Every candidate, in the order the spec lists them (the baseline is not one)."""
         if self.candidate is not None:
-            return self.candidate
+            return (self.candidate,)
         assert self.candidates is not None  # guaranteed by _one_candidate
-        return self.candidates[0]
+        return tuple(self.candidates)
+
+    @property
+    def workloads(self) -> tuple[str, ...]:
+        """The candidates' workloads, in spec order."""
+        return tuple(variant.workload for variant in self.arms)
+
+    def pair(self, candidate: Variant) -> ExperimentSpec:
+        """This experiment seen as baseline against one of its candidates, its alpha shared among them
+        (Bonferroni: each of k comparisons at alpha / k keeps the chance of any false alarm under alpha)."""
+        if len(self.arms) == 1:
+            return self
+        alpha = self.analysis.alpha / len(self.arms)
+        return self.model_copy(
+            update={
+                "candidate": candidate,
+                "candidates": None,
+                "analysis": self.analysis.model_copy(update={"alpha": alpha}),
+            }
+        )
 
     def virtual_service_namespace(self, experiment_namespace: str) -> str:
         return self.virtual_service.namespace or experiment_namespace

@@ -20,6 +20,7 @@ HISTORY_LIMIT = 50
 # Top-level status fields a strategy reports (State.results), read back as they were written.
 RESULT_FIELDS = (
     "startedAt", "objective", "secondary", "segments", "abPlan", "srm", "timeline", "report", "shadow",
+    "candidates", "winner",
 )  # fmt: skip
 CONDITION_TYPES = (
     "Ready",
@@ -119,15 +120,19 @@ def render(
     decision: model.Decision,
     previous: Mapping[str, Any] | None,
     now: datetime.datetime,
-    candidate: str,
+    candidate: str | Sequence[str],
 ) -> dict[str, Any]:
-    """The full new ``status`` for ``decision``, given the status it replaces."""
+    """The full new ``status`` for ``decision``, given the status it replaces.
+
+    ``candidate``: the candidates' workloads (``candidateWeight`` is their weights together).
+    """
     previous = previous or {}
     state = decision.state
+    candidates = (candidate,) if isinstance(candidate, str) else tuple(candidate)
     status: dict[str, Any] = {
         "phase": state.phase.value,
         "step": state.step,
-        "candidateWeight": state.weights.get(candidate, 0),
+        "candidateWeight": sum(state.weights.get(c, 0) for c in candidates),
         "weights": dict(state.weights),
         "observedGeneration": state.observed_generation,
         "stepStartedAt": to_time(state.step_started_at),

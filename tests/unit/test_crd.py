@@ -1115,6 +1115,8 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "timeline": "array", "report": "object",
         # The shadow phase (core/shadow.py).
         "shadow": "object",
+        # Several candidates (core/arms.py).
+        "candidates": "array", "winner": "string",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected
     assert set(status_mod.RESULT_FIELDS) <= set(status)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import spec
-from modelrollout.core import approvals, drift, guardrails, model, sequential, srm
+from modelrollout.core import approvals, arms, drift, guardrails, model, sequential, srm
 from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
 from modelrollout.spec_hooks import WebhookType
 
@@ -50,16 +50,22 @@ BLOCKING_REASONS = frozenset({INVALID_SPEC, "VirtualServiceNotFound", "RouteNotF
 AWAITING_PROMOTION = "AwaitingPromotion"
 
 
-def split(experiment: spec.ExperimentSpec, candidate_percent: int) -> dict[str, int]:
-    """The weights of both variants when the candidate gets ``candidate_percent``."""
-    return {
-        experiment.baseline.workload: 100 - candidate_percent,
-        experiment.the_candidate.workload: candidate_percent,
-    }
+def split(
+    experiment: spec.ExperimentSpec, candidate_percent: int, in_race: Sequence[str] | None = None
+) -> dict[str, int]:
+    """The weights of every variant when the candidates (those ``in_race``, default all) get
+    ``candidate_percent`` together."""
+    return arms.split(experiment, candidate_percent, in_race)
 
 
 def candidate_weight(experiment: spec.ExperimentSpec, weights: Mapping[str, int]) -> int:
-    return weights.get(experiment.the_candidate.workload, 0)
+    """The traffic on the candidates, together."""
+    return arms.candidate_share(experiment, weights)
+
+
+def _to(experiment: spec.ExperimentSpec) -> str:
+    """Who a step's traffic goes to, in words."""
+    return ", ".join(experiment.workloads)
 
 
 def evaluation_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> bool:
@@ -256,7 +262,7 @@ def start_steps(experiment: spec.ExperimentSpec, state: State, now: datetime.dat
         return finish(
             experiment, state, Phase.SUCCEEDED, now, "Promoted", "promoted: the only step is 100%", step=1
         )
-    message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {experiment.the_candidate.workload}"
+    message = f"step 1/{len(steps)}: {steps[0]}% of traffic to {_to(experiment)}"
     return begin(experiment, state, now, step=1, percent=steps[0], reason="Started", message=message)
 
 
@@ -273,7 +279,7 @@ def begin(
 ) -> model.Decision:
     """Progressing from now on at ``percent`` to the candidate: a canary's first step, an A/B
     test's split, a shadow phase (0 %); its clock, checks and samples start afresh."""
-    weights = split(experiment, percent)
+    weights = split(experiment, percent, arms.active(experiment, state))
     started = dataclasses.replace(
         _new_step_clock(state, now),
         phase=Phase.PROGRESSING,
@@ -303,10 +309,12 @@ def finish(
     assessments: tuple[model.MetricAssessment, ...] = (),
 ) -> model.Decision:
     promoted = phase is Phase.SUCCEEDED
+    results = dict(state.results)
+    if promoted and arms.several(experiment):
+        results["winner"] = arms.winner(experiment, state)
     # A Shadow never sends users to the candidate: even promoted by hand, it ends on the baseline.
     to_candidate = promoted and experiment.strategy is not spec.Strategy.SHADOW
-    weights = split(experiment, 100 if to_candidate else 0)
-    results = dict(state.results)
+    weights = _promoted(experiment, results) if to_candidate else split(experiment, 0)
     record = results.get("shadow")
     if isinstance(record, Mapping) and record.get("active"):  # the mirror ends with the experiment
         results["shadow"] = {**record, "active": False}
@@ -383,6 +391,10 @@ def _evaluate(
         from modelrollout.core import shadow
 
         return shadow.evaluate(experiment, state, obs, now, analyses)
+    if arms.several(experiment):
+        from modelrollout.core import candidates  # several candidates: each against the baseline
+
+        return candidates.evaluate(experiment, state, obs, now, analyses)
     assessments, memory = assess(experiment, state, obs, analyses)
     verdict = guardrails.combine(list(assessments))
     # Windows that start right after the weight change straddle it: the mesh applies new routes and
@@ -420,6 +432,19 @@ def _evaluate(
             doubtful, dict(state.weights), (), assessments, until_due(experiment, doubtful, now)
         )
 
+    return passed(experiment, state, obs, now, step_name, summary, assessments)
+
+
+def passed(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    step_name: str,
+    summary: str,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    """The step's checks passed: advance once it lasted long enough and saw enough requests."""
     state = dataclasses.replace(state, step_checks=state.step_checks + 1)
     waiting = _waiting_for(experiment, state, now)
     if waiting:
@@ -561,10 +586,9 @@ def _advance_now(
         )
     step = state.step + 1
     weight = steps[step - 1]
-    weights = split(experiment, weight)
-    message = (
-        f"step {step}/{len(steps)}: {weight}% of traffic to {experiment.the_candidate.workload} ({summary})"
-    )
+    racing = arms.active(experiment, state)
+    weights = split(experiment, weight, racing)
+    message = f"step {step}/{len(steps)}: {weight}% of traffic to {', '.join(racing)} ({summary})"
     advanced = dataclasses.replace(
         _new_step_clock(state, now),
         step=step,
@@ -626,7 +650,7 @@ def _waiting_for(experiment: spec.ExperimentSpec, state: State, now: datetime.da
             f"{elapsed.total_seconds():.0f}s of {experiment.canary.step_duration.total_seconds():.0f}s"
         )
     minimum = experiment.canary.min_samples
-    for workload in (experiment.baseline.workload, experiment.the_candidate.workload):
+    for workload in (experiment.baseline.workload, *arms.active(experiment, state)):
         seen = state.samples.get(workload, 0)
         if seen < minimum:
             needs.append(f"{seen}/{minimum} {workload} requests")
@@ -639,11 +663,19 @@ def until_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datet
     return max(remaining, datetime.timedelta(seconds=0))
 
 
+def _promoted(experiment: spec.ExperimentSpec, results: Mapping[str, Any]) -> dict[str, int]:
+    """All traffic on the winner (the candidate, when there is one)."""
+    chosen = results.get("winner")
+    if not isinstance(chosen, str) or chosen not in experiment.workloads:
+        chosen = experiment.the_candidate.workload
+    return arms.to_one(experiment, chosen)
+
+
 def _final_weights(experiment: spec.ExperimentSpec, state: State) -> dict[str, int] | None:
     if state.phase is Phase.SUCCEEDED and experiment.strategy is spec.Strategy.SHADOW:
         return split(experiment, 0)  # a shadow that passed changed nothing user-facing
     if state.phase is Phase.SUCCEEDED:
-        return split(experiment, 100)
+        return _promoted(experiment, state.results)
     if state.phase is Phase.ROLLED_BACK:
         return split(experiment, 0)
     return None  # Failed: the routes were restored or could not be touched

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from modelrollout import spec
-from modelrollout.core import model
+from modelrollout.core import arms, model
 from modelrollout.core.model import Action, Event, Phase, State
 
 RESTORED = "WeightsRestored"
@@ -33,10 +33,9 @@ def unfinished_move(experiment: spec.ExperimentSpec, state: State, obs: model.Ob
     """
     if state.phase is not Phase.PROGRESSING or state.step < 1 or obs.weights is None:
         return False
-    candidate = experiment.the_candidate.workload
     before = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
-    held = obs.weights.get(candidate, 0)
-    return held == before and held != state.weights.get(candidate, 0)
+    held = arms.candidate_share(experiment, obs.weights)
+    return held == before and held != arms.candidate_share(experiment, state.weights)
 
 
 def check(

@@ -32,14 +32,20 @@ def check(
     requests: Mapping[str, ports.QueryResult] | None,
     weights: Mapping[str, int],
     candidate: str,
-    previous_weight: int | None,
+    previous_weight: float | None,
 ) -> Finding:
-    """Add this interval's shares; ``previous_weight`` when its window straddles a weight change."""
+    """Add this interval's shares; ``previous_weight`` when its window straddles a weight change.
+
+    ``weights`` are those of the variants compared (all of them, or the baseline and one of several
+    candidates); the candidate's expected share is its weight over their sum, ``previous_weight`` the
+    candidate's share (percent) of the same variants before the change.
+    """
     memory = dict(memory or {})
     loglik = evidence.from_list(memory.get("loglik"))
     # Counts no mesh can produce (negative, non-finite, beyond 1e12 a window) say nothing about shares.
     counts = {w: r.value for w, r in (requests or {}).items() if r.ok and model.plausible_count(r.value)}
-    weight = weights.get(candidate, 0) / 100
+    configured = sum(weights.values())
+    weight = weights.get(candidate, 0) / configured if configured > 0 else 0.0
     if candidate in counts and len(counts) == len(weights) and 0 < weight < 1:
         total = sum(counts.values())
         before = None if previous_weight is None else previous_weight / 100
@@ -54,6 +60,6 @@ def check(
     share = f"{seen / total_seen * 100:.1f}%" if total_seen else "n/a"
     message = (
         f"traffic split does not match the weights: {candidate} got {share} of requests "
-        f"at {weights.get(candidate, 0)}% configured (evidence {e_value:.3g} >= {1 / ALPHA:.0f})"
+        f"at {weight * 100:.3g}% configured (evidence {e_value:.3g} >= {1 / ALPHA:.0f})"
     )
     return Finding(detected, e_value, message if detected else "", memory)
