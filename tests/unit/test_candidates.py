@@ -142,7 +142,7 @@ def test_when_every_candidate_fails_the_experiment_rolls_back() -> None:
 def test_the_last_candidate_standing_fails_later_and_rolls_back() -> None:
     experiment = three()
     errors = {BASE: 0.01, V2: 0.3, V3: 0.3, V4: 0.01}
-    state, decisions = drive(experiment, errors, ticks=2)
+    state, _ = drive(experiment, errors, ticks=2)
     assert arms.active(experiment, state) == (V4,)
     state, _decisions = drive(experiment, {**errors, V4: 0.3}, state=state, ticks=200)
     assert state.phase is Phase.ROLLED_BACK
