@@ -142,16 +142,19 @@ class LocalStack:
         candidate: traffic.VariantProfile,
         rps: float,
         timeout: float = 60,
+        *,
+        more: Mapping[str, traffic.VariantProfile] | None = None,
     ) -> None:
-        """Serve service ``churn`` (churn-v1 on subset v1, churn-v2 on v2) and wait until
-        Prometheus has the baseline's traffic, so the first evaluation finds data."""
+        """Serve service ``churn`` (churn-v1 on subset v1, churn-v2 on v2, and ``more`` candidates:
+        subset -> profile, served by workload ``churn-<subset>``) and wait until Prometheus has the
+        baseline's traffic, so the first evaluation finds data."""
         self.mesh.add_app(
             mesh.MeshApp(
                 namespace=namespace,
                 virtual_service="churn",
                 host="churn",
                 rps=rps,
-                variants={"v1": ("churn-v1", baseline), "v2": ("churn-v2", candidate)},
+                variants=_variants(baseline, candidate, more),
             )
         )
         self.prometheus.wait_for(
@@ -173,6 +176,7 @@ class LocalStack:
         create_routing: bool = True,
         headers: Mapping[str, str] | None = None,
         timeout: float = 60,
+        more: Mapping[str, traffic.VariantProfile] | None = None,
     ) -> None:
         """Serve service ``churn`` (churn-v1 on subset v1, churn-v2 on v2) to a population of users.
 
@@ -185,14 +189,14 @@ class LocalStack:
         """
         if create_routing:
             self.apply(ab_virtual_service(route_name), namespace)
-            self.apply(destination_rule(), namespace)
+            self.apply(destination_rule(("v1", "v2", *(more or {}))), namespace)
         self.mesh.add_app(
             mesh.MeshApp(
                 namespace=namespace,
                 virtual_service="churn",
                 host="churn",
                 rps=rps,
-                variants={"v1": ("churn-v1", baseline_profile), "v2": ("churn-v2", candidate_profile)},
+                variants=_variants(baseline_profile, candidate_profile, more),
                 headers=dict(headers or {}),
                 users=users,
             )
@@ -281,15 +285,27 @@ def ab_virtual_service(route_name: str = "main") -> dict[str, Any]:
     }
 
 
-def destination_rule() -> dict[str, Any]:
-    """DestinationRule ``churn``: subsets v1 and v2 by the pods' version label (examples/00-mesh)."""
+def _variants(
+    baseline: traffic.VariantProfile,
+    candidate: traffic.VariantProfile,
+    more: Mapping[str, traffic.VariantProfile] | None,
+) -> dict[str, tuple[str, traffic.VariantProfile]]:
+    """Subset -> (workload, profile): churn-v1 on v1, churn-v2 on v2, ``churn-<subset>`` for ``more``."""
+    variants = {"v1": ("churn-v1", baseline), "v2": ("churn-v2", candidate)}
+    variants.update({subset: (f"churn-{subset}", profile) for subset, profile in (more or {}).items()})
+    return variants
+
+
+def destination_rule(subsets: Sequence[str] = ("v1", "v2")) -> dict[str, Any]:
+    """DestinationRule ``churn``: the subsets (v1 and v2 by default) by the pods' version label
+    (examples/00-mesh)."""
     return {
         "apiVersion": f"{ISTIO_GROUP}/v1",
         "kind": "DestinationRule",
         "metadata": {"name": "churn"},
         "spec": {
             "host": "churn",
-            "subsets": [{"name": v, "labels": {"version": v}} for v in ("v1", "v2")],
+            "subsets": [{"name": v, "labels": {"version": v}} for v in subsets],
         },
     }
 
