@@ -238,3 +238,27 @@ def test_one_candidate_writes_no_candidate_records() -> None:
     state, _ = drive(experiment, {}, ticks=3)
     assert "candidates" not in state.results and "winner" not in state.results
     assert dataclasses.replace(state).results == state.results
+
+
+def test_windows_straddling_a_drop_are_no_sample_ratio_mismatch() -> None:
+    """Right after a drop the mesh may still serve the old weights for a while: not a mismatch."""
+    experiment = three(canary={"interval": "10s", "minStepDuration": "60s", "steps": [30, 60, 100]})
+    errors = {BASE: 0.01, V2: 0.01, V3: 0.3, V4: 0.01}
+    state, decisions = drive(experiment, errors, ticks=2)
+    assert decisions[-1].state.reason == "CandidateDropped"
+    old = decisions[0].state.weights  # what the mesh still serves
+    assert old == {BASE: 70, V2: 10, V3: 10, V4: 10} and state.weights[BASE] == 80
+    for i in (2,):  # the window starting at the drop (one interval of 10 s: WEIGHT_CHANGE_SETTLE)
+        now = T0 + datetime.timedelta(seconds=10 * i)
+        obs = measured(old, {**errors, V3: 0.01}, total=200000)
+        obs = dataclasses.replace(obs, weights=dict(state.weights))
+        state = canary.decide(experiment, state, obs, now).state
+        assert state.reason != "SampleRatioMismatch", state.message
+    # ... but once the change has settled, the old shares are one.
+    for i in range(3, 7):
+        now = T0 + datetime.timedelta(seconds=10 * i)
+        obs = dataclasses.replace(
+            measured(old, {**errors, V3: 0.01}, total=200000), weights=dict(state.weights)
+        )
+        state = canary.decide(experiment, state, obs, now).state
+    assert state.reason == "SampleRatioMismatch", state.message

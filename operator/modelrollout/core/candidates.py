@@ -41,42 +41,31 @@ def evaluate(
 ) -> model.Decision:
     records = arms.records(experiment, state)
     racing = [r for r in records if r["state"] == arms.ACTIVE]
-    variants = {v.workload: v for v in experiment.arms}
     ranking = arms.rank_metric(experiment)
     started = state.step_started_at
     window_start = state.last_evaluated_at or started
     first_of_step = (
         started is None or window_start is None or window_start - started < canary.WEIGHT_CHANGE_SETTLE
     )
-    previous = (
-        canary.split(experiment, experiment.canary.steps[state.step - 2], [r["workload"] for r in racing])
-        if state.step > 1
-        else None
-    )
+    # The weights before the last change (a step, a drop): windows right after it straddle it.
+    kept_srm = state.analysis.get("srm") or {}
+    last, before = kept_srm.get("weights"), kept_srm.get("before")
+    if not isinstance(last, Mapping):
+        before = {}  # nothing evaluated yet: the candidates had nothing before the first step
+    elif dict(last) != dict(state.weights):
+        before = dict(last)
+    previous = before if first_of_step and isinstance(before, Mapping) else None
 
-    per: dict[str, tuple[model.MetricAssessment, ...]] = {}
-    memory: dict[str, Mapping[str, Any]] = {}
-    mismatches: list[srm.Finding] = []
-    for record in racing:
-        workload = record["workload"]
-        pair = experiment.pair(variants[workload])
-        own = dataclasses.replace(state, analysis=_memory_of(state, workload))
-        assessments, kept = canary.assess(pair, own, obs, analyses)
-        per[workload] = tuple(
-            dataclasses.replace(a, extra={**a.extra, "variant": workload}) for a in assessments
-        )
-        mismatch = _sample_ratio(experiment, state, obs, workload, previous if first_of_step else None)
-        kept["srm"] = mismatch.memory
-        mismatches.append(mismatch)
-        memory.update({f"{workload}:{key}": value for key, value in kept.items()})
-        if ranking is not None:
-            value = next((a.candidate for a in assessments if a.name == ranking[0]), None)
+    workloads = [r["workload"] for r in racing]
+    per, memory, detected = assess_each(experiment, state, obs, analyses, workloads, previous)
+    memory["srm"] = {**memory["srm"], "weights": dict(state.weights), "before": before}
+    if ranking is not None:
+        for record in racing:
+            workload = record["workload"]
+            value = next((a.candidate for a in per[workload] if a.name == ranking[0]), None)
             served = (obs.requests or {}).get(workload)
             count = served.value if served is not None and served.ok else None
             arms.add_score(record, ranking[0], value, count)
-    # The record of the first detected mismatch (for the SampleRatioMismatch condition).
-    detected = next((m for m in mismatches if m.detected), None)
-    memory["srm"] = {"detected": detected is not None}
     state = dataclasses.replace(
         state, last_evaluated_at=now, samples=canary.add_samples(state.samples, obs), analysis=memory
     )
@@ -86,8 +75,8 @@ def evaluate(
     )
     every = tuple(a for workload in per for a in per[workload])
 
-    dropped, holds, codes = _tally(experiment, racing, per)
-    state = _with_records(state, records)
+    dropped, holds, codes = tally(experiment, racing, per)
+    state = with_records(state, records)
     if dropped and len(dropped) == len(racing):
         why = "; ".join(f"{r['workload']}: {r['message']}" for r in dropped)
         return canary.finish(
@@ -142,6 +131,41 @@ def _stay(
     )
 
 
+def assess_each(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    analyses: Sequence[guardrails.Analysis],
+    workloads: Sequence[str],
+    previous: Mapping[str, int] | None,
+) -> tuple[dict[str, tuple[model.MetricAssessment, ...]], dict[str, Mapping[str, Any]], srm.Finding | None]:
+    """Each candidate of ``workloads`` against the baseline, with its own memory and sample-ratio check.
+
+    Returns per candidate its assessments (``extra["variant"]`` names it), the analyses' memory to
+    keep (under ``<workload>:`` keys, and ``srm`` for the condition) and the first sample-ratio
+    mismatch detected (None: none).  ``previous``: the weights before a change the window straddles.
+    """
+    variants = {v.workload: v for v in experiment.arms}
+    per: dict[str, tuple[model.MetricAssessment, ...]] = {}
+    memory: dict[str, Mapping[str, Any]] = {}
+    mismatches: list[srm.Finding] = []
+    for workload in workloads:
+        pair = experiment.pair(variants[workload])
+        own = dataclasses.replace(state, analysis=_memory_of(state, workload))
+        assessments, kept = canary.assess(pair, own, obs, analyses)
+        per[workload] = tuple(
+            dataclasses.replace(a, extra={**a.extra, "variant": workload}) for a in assessments
+        )
+        mismatch = _sample_ratio(experiment, state, obs, workload, previous)
+        kept["srm"] = mismatch.memory
+        mismatches.append(mismatch)
+        memory.update({f"{workload}:{key}": value for key, value in kept.items()})
+    # Latched per pair; the SampleRatioMismatch condition reads the overall flag.
+    detected = next((m for m in mismatches if m.detected), None)
+    memory["srm"] = {"detected": detected is not None}
+    return per, memory, detected
+
+
 def _sample_ratio(
     experiment: spec.ExperimentSpec,
     state: State,
@@ -154,12 +178,13 @@ def _sample_ratio(
     weights = {base: state.weights.get(base, 0), workload: state.weights.get(workload, 0)}
     requests = {w: r for w, r in (obs.requests or {}).items() if w in weights}
     before = None
-    if previous is not None and previous.get(base, 0) + previous.get(workload, 0) > 0:
-        before = 100 * previous.get(workload, 0) / (previous.get(base, 0) + previous.get(workload, 0))
+    if previous is not None:
+        total = previous.get(base, 0) + previous.get(workload, 0)
+        before = 100 * previous.get(workload, 0) / total if total > 0 else 0.0
     return srm.check(_memory_of(state, workload).get("srm"), requests, weights, workload, before)
 
 
-def _tally(
+def tally(
     experiment: spec.ExperimentSpec,
     racing: list[dict[str, Any]],
     per: Mapping[str, tuple[model.MetricAssessment, ...]],
@@ -203,7 +228,8 @@ def _tally(
     return dropped, holds, codes
 
 
-def _with_records(state: State, records: list[dict[str, Any]]) -> State:
+def with_records(state: State, records: list[dict[str, Any]]) -> State:
+    """The candidates' records into the status; the state's counters are those of the worst one racing."""
     racing = [r for r in records if r["state"] == arms.ACTIVE]
     return dataclasses.replace(
         state,
