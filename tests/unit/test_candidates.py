@@ -12,6 +12,7 @@ import pytest
 from modelrollout import status as status_mod
 from modelrollout.core import arms, canary, model
 from modelrollout.core.model import Phase
+from modelrollout.plugin import render
 
 from core_helpers import BASE, T0, histogram, make_spec, ok
 
@@ -262,3 +263,26 @@ def test_windows_straddling_a_drop_are_no_sample_ratio_mismatch() -> None:
         )
         state = canary.decide(experiment, state, obs, now).state
     assert state.reason == "SampleRatioMismatch", state.message
+
+
+def test_kubectl_mexp_status_shows_each_candidate_and_its_comparisons() -> None:
+    experiment = three()
+    final, decisions = drive(experiment, {BASE: 0.01, V2: 0.01, V3: 0.3, V4: 0.002}, ticks=200)
+    stored: dict[str, Any] = {}
+    for decision in decisions:
+        stored = status_mod.render(decision, stored, T0, experiment.workloads)
+    body = {
+        "metadata": {"name": "churn-v2", "namespace": "ml"},
+        "spec": {"baseline": {"workload": BASE, "subset": "v1"}, "candidates": THREE},
+        "status": stored,
+    }
+    text = render.status_report(body, T0)
+    lines = text.splitlines()
+    table = lines[lines.index("Candidates:") + 1 : lines.index("Candidates:") + 5]
+    assert table[0].split() == ["CANDIDATE", "STATE", "SCORE", "WHY"]
+    assert table[1].split()[:3] == [V2, "Active", "error-rate"]
+    assert table[2].split()[:3] == [V3, "Dropped", "error-rate"] and "GuardrailFailed" in table[2]
+    assert table[3].split()[:3] == [V4, "(winner)", "Active"]
+    assert f"error-rate ({V4})" in text and f"error-rate ({V2})" in text
+    assert final.phase is Phase.SUCCEEDED
+    assert "Weights:      baseline churn-v1 0%" in text and "candidate churn-v4 100%" in text

@@ -266,9 +266,10 @@ def _metrics_section(body: Mapping[str, Any], metrics: list[Any]) -> list[str]:
         metric = _map(entry)
         name = str(metric.get("name", "?"))
         kind = metric_kind(body, name)
+        variant = metric.get("variant")  # several candidates: the one this entry compares
         rows.append(
             [
-                name,
+                f"{name} ({variant})" if isinstance(variant, str) else name,
                 show_value(metric.get("baseline"), kind),
                 show_value(metric.get("candidate"), kind),
                 _text(metric.get("verdict")),
@@ -279,6 +280,25 @@ def _metrics_section(body: Mapping[str, Any], metrics: list[Any]) -> list[str]:
         )
     headers = ["METRIC", "BASELINE", "CANDIDATE", "VERDICT", "EVIDENCE/BOUND", "RATIO [CI]", "REASON"]
     return ["", "Metrics (last evaluation):", table(headers, rows, indent="  ")]
+
+
+def _candidates_section(candidates: list[Mapping[str, Any]], winner: Any) -> list[str]:
+    """Several candidates: who is still in the race, who was dropped and why, the ranking score."""
+    rows = []
+    for record in candidates:
+        score = _map(record.get("score"))
+        value = _number(score.get("value"))
+        shown = f"{score.get('metric')} {value:.4g}" if value is not None else MISSING
+        workload = _text(record.get("workload"))
+        rows.append(
+            [
+                workload + (" (winner)" if workload == winner else ""),
+                _text(record.get("state")),
+                shown,
+                " ".join(str(record.get(k) or "") for k in ("reason", "message")).strip(),
+            ]
+        )
+    return ["", "Candidates:", table(["CANDIDATE", "STATE", "SCORE", "WHY"], rows, indent="  ")]
 
 
 def _samples_line(body: Mapping[str, Any], samples: Mapping[str, Any]) -> str:
@@ -396,6 +416,9 @@ def status_report(body: Mapping[str, Any], now: datetime.datetime, history: int 
     if status.get("plan"):
         lines.append(field("Plan:", str(status["plan"])))
 
+    candidates = [_map(c) for c in _list(status.get("candidates"))]
+    if candidates:
+        lines += _candidates_section(candidates, status.get("winner"))
     metrics = _list(status.get("metrics"))
     if metrics:
         lines += _metrics_section(body, metrics)
