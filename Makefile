@@ -7,7 +7,7 @@ SCENARIO ?= good
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test test-faults test-unit lint clean
+.PHONY: setup prometheus demo test test-faults test-strategies test-unit lint clean
 
 setup: $(VENV)/.installed prometheus
 
@@ -34,6 +34,10 @@ test: setup lint
 ## make test-faults: the fault-injection suite (kills, Prometheus and API faults, two replicas)
 test-faults: setup
 	$(BIN)/pytest -m faults
+
+## make test-strategies: end to end A/B tests, shadow traffic, several candidates, bandits
+test-strategies: setup
+	$(BIN)/pytest -m strategies
 
 test-unit: setup
 	$(BIN)/pytest tests/unit

@@ -32,6 +32,9 @@ _ids = itertools.count(1)
 
 # The fault-injection suite (issue 5): `make test-faults`, which `.ci/run` runs after `make test`.
 FAULT_FILES = ("test_faults_", "test_ha.py")
+# The strategies beyond a canary, end to end: `make test-strategies` (also in `.ci/run`), so that the
+# default run stays within its 10 minutes on a 2-core machine.
+STRATEGY_FILES = ("test_abtest_", "test_shadow_", "test_candidates_", "test_bandit_")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -41,6 +44,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if item.path.name.startswith(FAULT_FILES):
             item.add_marker(pytest.mark.faults)
+        if item.path.name.startswith(STRATEGY_FILES):
+            item.add_marker(pytest.mark.strategies)
 
 
 @pytest.fixture(scope="session")
