@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument(
         "--scenario",
         default="good",
-        help="good | bad-errors | bad-latency | shadow | shadow-bad | ab-win | ab-lose | aa",
+        help="good | bad-errors | bad-latency | shadow | shadow-bad | ab-win | ab-lose | aa | bandit",
     )
     demo.add_argument("--rps", type=float, default=200.0, help="simulated requests per second")
     demo.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")

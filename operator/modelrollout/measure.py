@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Collection
 
 from modelrollout import ports, spec, templates
 from modelrollout.core import model
 from modelrollout.providers import queries, telemetry
 
 
-def variants(experiment: spec.ExperimentSpec) -> tuple[spec.Variant, ...]:
-    """The baseline, then every candidate."""
-    return (experiment.baseline, *experiment.arms)
+def variants(experiment: spec.ExperimentSpec, skip: Collection[str] = ()) -> tuple[spec.Variant, ...]:
+    """The baseline, then every candidate (but those in ``skip``)."""
+    return (experiment.baseline, *(v for v in experiment.arms if v.workload not in skip))
 
 
 def measure(
@@ -29,6 +30,7 @@ def measure(
     window: datetime.timedelta,
     at: datetime.datetime | None = None,
     istio: telemetry.Telemetry | None = None,
+    skip: Collection[str] = (),
 ) -> tuple[tuple[model.MetricSample, ...], dict[str, ports.QueryResult]]:
     """Every metric for every variant over the ``window`` ending ``at``, plus requests per variant.
 
@@ -36,12 +38,13 @@ def measure(
     tests: error and request counts, latency histograms, a ratio's two counts.
     The builtins come from Istio's telemetry, asked once for all workloads
     (``istio``, shared between experiments); ``query:`` and ``ratio:`` metrics
-    are asked per variant.
+    are asked per variant.  Candidates in ``skip`` (dropped from an A/B test) are not measured: with
+    no traffic, their series would hold nothing, and the sums are only complete with every variant's.
     """
     istio = istio or telemetry.Telemetry(provider)
     scopes = {
         v.workload: queries.VariantScope.for_variant(v, experiment=name, namespace=namespace, window=window)
-        for v in variants(experiment)
+        for v in variants(experiment, skip)
     }
     requests = {workload: istio.requests(workload, namespace, window, at) for workload in scopes}
     samples = []
@@ -99,13 +102,15 @@ def assignments(
     provider: ports.MetricProvider,
     window: datetime.timedelta,
     at: datetime.datetime | None = None,
+    skip: Collection[str] = (),
 ) -> dict[str, ports.QueryResult] | None:
-    """Users newly assigned to each variant over the window (``abTest.assignmentQuery``), if set."""
+    """Users newly assigned to each variant (but those in ``skip``) over the window
+    (``abTest.assignmentQuery``), if set."""
     template = experiment.ab.assignment_query if experiment.is_ab_test else None
     if template is None:
         return None
     found: dict[str, ports.QueryResult] = {}
-    for variant in variants(experiment):
+    for variant in variants(experiment, skip):
         scope = queries.VariantScope.for_variant(variant, experiment=name, namespace=namespace, window=window)
         try:
             found[variant.workload] = provider.query(templates.render(template, scope.values()), at)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelrollout import measure, metrics, notify, ports, spec, spec_hooks, status, webhooks
-from modelrollout.core import approvals, canary, guardrails, model, planning, sequential, shadow
+from modelrollout.core import approvals, arms, canary, guardrails, model, planning, sequential, shadow
 from modelrollout.providers import telemetry
 
 logger = logging.getLogger(__name__)
@@ -152,11 +152,15 @@ class Reconciler:
         if canary.evaluation_due(experiment, state, now):
             window, now = evaluation_window(state, experiment.interval, now)
             provider = self.providers(experiment.prometheus, meta["namespace"])
+            # An A/B test no longer measures the candidates it dropped (no users, so no data).
+            skip = arms.dropped(experiment, state) if experiment.is_ab_test else ()
+            name, namespace, istio = meta["name"], meta["namespace"], self._telemetry(provider)
             metrics, requests = measure.measure(
-                experiment, meta["name"], meta["namespace"], provider, window, now, self._telemetry(provider)
+                experiment, name, namespace, provider, window, now, istio, skip=skip
             )
-            assigned = measure.assignments(experiment, meta["name"], meta["namespace"], provider, window, now)
-            if not (body.get("status") or {}).get("plan") and not experiment.is_ab_test:
+            assigned = measure.assignments(experiment, name, namespace, provider, window, now, skip=skip)
+            has_steps = not (experiment.is_ab_test or experiment.is_bandit)  # a plan is the steps'
+            if not (body.get("status") or {}).get("plan") and has_steps:
                 plan = plan_summary(experiment, metrics, requests, window)
         else:
             assigned = None

@@ -323,14 +323,22 @@ class _View:
 
         base = _map(self.spec.get("baseline"))
         cand = _map(self.spec.get("candidate"))
-        if not cand and _list(self.spec.get("candidates")):
-            cand = _map(_list(self.spec.get("candidates"))[0])
+        listed = _mappings(self.spec.get("candidates"))
+        # Several candidates: each one's record (status.candidates); the report's candidate is the
+        # winner, else the leader (status.objective names it), else the first.
+        self.records = [r for r in _mappings(self.status.get("candidates")) if _text(r.get("workload"))]
+        self.several = len(listed) > 1 or len(self.records) > 1
+        result = _map(self.status.get("objective"))
+        chosen = _text(self.status.get("winner")) or _text(result.get("variant"))
+        if not cand and listed:
+            cand = next((c for c in listed if chosen and _text(c.get("workload")) == chosen), listed[0])
         self.baseline = _text(base.get("workload")) or "the baseline"
         self.candidate = _text(cand.get("workload")) or "the candidate"
         self.baseline_subset = _text(base.get("subset"))
         self.candidate_subset = _text(cand.get("subset"))
+        self.who = f"the candidate {self.candidate}" if self.several else "the candidate"
 
-        goal, result = _map(self.spec.get("objective")), _map(self.status.get("objective"))
+        goal = _map(self.spec.get("objective"))
         self.objective = result
         self.metric = _text(result.get("metric")) or _text(goal.get("metric")) or "the objective"
         direction = result.get("direction") or goal.get("direction")
@@ -342,6 +350,10 @@ class _View:
         self.power = _share(goal.get("power")) or DEFAULT_POWER
         self.power_set = _share(goal.get("power")) is not None
         self.alpha = _share(_map(self.spec.get("analysis")).get("alpha")) or DEFAULT_ALPHA
+        # The objective's intervals: at alpha over the candidates when there are several.
+        self.objective_alpha = (
+            self.alpha / max(len(listed), len(self.records), 1) if self.several else self.alpha
+        )
         self.lift = _number(result.get("lift"))
         self.interval = _pair(result.get("interval"))
 
@@ -475,7 +487,7 @@ def _change(view: _View, *, signed: bool = False) -> str:
     else:
         text = f"did not change {view.metric}"
     if view.interval is not None:
-        text += f" ({_confidence(view.alpha)} always-valid interval {_interval(view.interval)})"
+        text += f" ({_confidence(view.objective_alpha)} always-valid interval {_interval(view.interval)})"
     return text
 
 
@@ -504,7 +516,7 @@ def _verdict(view: _View) -> str:
         return _aa_verdict(view)
     if view.outcome == SHIP:
         label = "Ship (awaiting promotion)" if view.awaiting_promotion else "Ship"
-        text = f"{label}: the candidate {_change(view)}"
+        text = f"{label}: {view.who} {_change(view)}"
         good = view.good(view.lift) if view.lift is not None else None
         if view.minimum_effect and good is not None and good >= view.minimum_effect:
             text += f", more than {_what_matters(view)}"
@@ -513,7 +525,8 @@ def _verdict(view: _View) -> str:
         return f"Discard: {_discard_why(view)}."
     if view.outcome == ITERATE:
         return (
-            f"Iterate: no clear answer within the maximum duration ({view.max_duration()}): the candidate "
+            f"Iterate: no clear answer within the maximum duration ({view.max_duration()}): "
+            f"{'the leading candidate ' + view.candidate if view.several else 'the candidate'} "
             f"{_change(view, signed=True)}, which neither shows nor rules out {_what_matters(view)}."
         )
     if view.phase in ("RolledBack", "Failed"):
@@ -523,10 +536,21 @@ def _verdict(view: _View) -> str:
         return f"Promoted: {view.message or 'the candidate receives all traffic'}."
     if view.lift is None:
         return "Running, no decision yet: not enough data for a lift so far."
-    return f"Running, no decision yet: so far the candidate {_change(view, signed=True)}."
+    leading = f"the leading candidate {view.candidate}" if view.several else "the candidate"
+    return f"Running, no decision yet: so far {leading} {_change(view, signed=True)}."
 
 
 def _discard_why(view: _View) -> str:
+    if view.several:
+        dropped = "; ".join(
+            f"{_text(r.get('workload'))}: {_text(r.get('message')) or _text(r.get('reason')) or 'dropped'}"
+            for r in view.records
+        )
+        return (
+            f"every candidate was dropped ({dropped})"
+            if dropped
+            else view.message or "every candidate failed"
+        )
     unfair = [s for s in _mappings(view.status.get("segments")) if s.get("unfair") is True]
     if view.reason == "UnfairToSegment" or (unfair and view.reason != "Discarded"):
         margin = _share(_map(view.ab.get("fairness")).get("margin"))
@@ -612,6 +636,7 @@ def _document(view: _View, *, plots: bool) -> list[_Block]:
     blocks += _hypothesis(view)
     blocks += _design(view)
     blocks += _results(view)
+    blocks += _candidates(view)
     if plots:
         blocks += [_Heading(2, "Over time"), _Plots()]
     blocks += _segments(view)
@@ -711,6 +736,16 @@ def _design(view: _View) -> list[_Block]:
                 f"{view.split} % / {100 - view.split} % between two identical arms{default}.",
             )
         )
+    elif view.several:
+        names = [_text(c.get("workload")) for c in _mappings(view.spec.get("candidates"))]
+        items.append(
+            (
+                _b("Split: "),
+                f"{view.split} % of participating users see the candidates {', '.join(names)}, shared "
+                f"equally (a dropped one's share goes back to the baseline), {100 - view.split} % the "
+                f"baseline {view.baseline}{default}.",
+            )
+        )
     else:
         items.append(
             (
@@ -803,17 +838,20 @@ def _results(view: _View) -> list[_Block]:
                 view.value(view.objective.get("baseline"), view.metric),
                 view.value(view.objective.get("candidate"), view.metric),
                 _pct(view.lift) if view.lift is not None else MISSING,
-                f"{_interval(view.interval)} ({_confidence(view.alpha)})" if view.interval else MISSING,
+                f"{_interval(view.interval)} ({_confidence(view.objective_alpha)})"
+                if view.interval
+                else MISSING,
                 _reading(view),
             )
         )
     for metric in _mappings(view.status.get("secondary")):
         name = _text(metric.get("metric") or metric.get("name")) or "?"
+        variant = _text(metric.get("variant"))
         alpha = _share(metric.get("alpha"))
         lift, interval = _number(metric.get("lift")), _pair(metric.get("interval"))
         rows.append(
             (
-                name,
+                f"{name} ({variant})" if variant else name,
                 f"Secondary (alpha {alpha:.3g})" if alpha else "Secondary",
                 view.value(metric.get("baseline"), name),
                 view.value(metric.get("candidate"), name),
@@ -824,11 +862,12 @@ def _results(view: _View) -> list[_Block]:
         )
     for guardrail in view.guardrails():
         name = _text(guardrail.get("name") or guardrail.get("metric")) or "?"
+        variant = _text(guardrail.get("variant"))
         verdict_text = _text(guardrail.get("verdict")) or MISSING
         reason = _text(guardrail.get("reason"))
         rows.append(
             (
-                name,
+                f"{name} ({variant})" if variant else name,
                 "Guardrail",
                 view.value(guardrail.get("baseline"), name),
                 view.value(guardrail.get("candidate"), name),
@@ -856,6 +895,67 @@ def _results(view: _View) -> list[_Block]:
     return blocks
 
 
+def _candidates(view: _View) -> list[_Block]:
+    """Several candidates: each one's lift and interval against the baseline, its state, the winner."""
+    if not view.several:
+        return []
+    headers = ("Candidate", "State", "Baseline", "Candidate value", "Lift", "Interval", "Reading")
+    winner = _text(view.status.get("winner"))
+    rows = []
+    for record in view.records:
+        workload = _text(record.get("workload"))
+        entry = _map(record.get("objective"))
+        lift, interval = _number(entry.get("lift")), _pair(entry.get("interval"))
+        state = _text(record.get("state")) or MISSING
+        if state == "Dropped":
+            why = _text(record.get("message")) or _text(record.get("reason"))
+            reading = f"dropped: {why}" if why else "dropped"
+        else:
+            reading = _candidate_reading(view, interval)
+        rows.append(
+            (
+                workload + (" (winner)" if workload == winner else ""),
+                state,
+                view.value(entry.get("baseline"), view.metric),
+                view.value(entry.get("candidate"), view.metric),
+                _pct(lift) if lift is not None else MISSING,
+                _interval(interval) if interval else MISSING,
+                reading,
+            )
+        )
+    count = len(_mappings(view.spec.get("candidates"))) or len(view.records)
+    level = view.objective_alpha
+    blocks: list[_Block] = [
+        _Heading(2, "Candidates"),
+        _p(
+            f"{count} candidates shared the split; each is compared with the baseline on {view.metric} on "
+            f"its own, at alpha {level:.3g} ({_confidence(level)} always-valid intervals, corrected for "
+            "comparing several candidates). A candidate that is worse, cannot reach the effect that matters, "
+            "harms a segment or breaks a guardrail is dropped and its users go back to the baseline; the "
+            "first candidate to ship ends the test, the one with the largest lift winning."
+        ),
+    ]
+    if not rows:
+        return [*blocks, _p("No results per candidate yet.")]
+    blocks.append(_Table(headers, tuple(rows)))
+    if winner:
+        blocks.append(_p(_b("Winner: "), f"{winner}."))
+    return blocks
+
+
+def _candidate_reading(view: _View, interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return MISSING
+    low, high = sorted((view.good(interval[0]), view.good(interval[1])))
+    if high < 0:
+        return "worse (significant)"
+    if low > 0:
+        return "better (significant)"
+    if view.minimum_effect and high < view.minimum_effect:
+        return "no improvement that matters"
+    return "no clear difference"
+
+
 def _segments(view: _View) -> list[_Block]:
     entries = _mappings(view.status.get("segments"))
     if not entries:
@@ -873,9 +973,10 @@ def _segments(view: _View) -> list[_Block]:
             for f, on in (("reversed", entry.get("reversed")), ("unfair", entry.get("unfair")))
             if on is True
         ]
+        variant = _text(entry.get("variant"))
         rows.append(
             (
-                _segment_name(entry.get("segment")),
+                _segment_name(entry.get("segment")) + (f" ({variant})" if variant else ""),
                 view.value(entry.get("baseline"), metric),
                 view.value(entry.get("candidate"), metric),
                 _pct(lift) if lift is not None else MISSING,
@@ -967,7 +1068,7 @@ def _quality(view: _View) -> list[_Block]:
     blocks: list[_Block] = [_Heading(2, "Data quality"), _p(*line)]
     samples = view.samples()
     base, cand = samples.get(view.baseline), samples.get(view.candidate)
-    if base is not None and cand is not None and base + cand > 0:
+    if base is not None and cand is not None and base + cand > 0 and not view.several:
         share = cand / (base + cand) * 100
         blocks.append(
             _p(
@@ -1019,9 +1120,10 @@ def _decision(view: _View) -> list[_Block]:
 def _next(view: _View) -> tuple[_Inline, ...]:
     where = f" -n {view.namespace}" if view.namespace else ""
     if view.awaiting_promotion:
+        kept = "current" if view.several else f"{view.split} / {100 - view.split}"
         return (
-            f"the candidate is not promoted automatically. The operator keeps the {view.split} / "
-            f"{100 - view.split} split and waits for the modelrollout.io/promote annotation: ",
+            f"{view.who} is not promoted automatically. The operator keeps the {kept} split and waits "
+            "for the modelrollout.io/promote annotation: ",
             _code(f"kubectl mexp promote {view.name}{where}"),
             " sends all traffic to the candidate, ",
             _code(f"kubectl mexp abort {view.name}{where}"),
@@ -1118,7 +1220,12 @@ def _figures(view: _View) -> list[tuple[str, str, Figure]]:
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
         ax.fill_between(
-            times, low, high, alpha=0.25, color="tab:blue", label=f"{_confidence(view.alpha)} interval"
+            times,
+            low,
+            high,
+            alpha=0.25,
+            color="tab:blue",
+            label=f"{_confidence(view.objective_alpha)} interval",
         )
         ax.plot(times, lifts, color="tab:blue", marker="o", markersize=3, label="lift")
         ax.axhline(0, color="black", linewidth=1, label="no change")

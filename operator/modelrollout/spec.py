@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout import templates
 from modelrollout.spec_ab import ABTestSpec, ObjectiveSpec, ShadowSpec, check_segments
+from modelrollout.spec_bandit import BanditSpec
 from modelrollout.spec_base import _DNS_LABEL, _DNS_SUBDOMAIN, Duration, _fitting, _Model, _problem
 from modelrollout.spec_hooks import NotificationSpec, ValueFrom, WebhookSpec, WebhookType
 
@@ -32,9 +33,11 @@ class Strategy(str, enum.Enum):
     BANDIT = "Bandit"
 
 
-# Strategies this version of the operator can run; the others are in the API
-# contract already (so manifests validate) but are refused with a clear error.
-SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset({Strategy.CANARY, Strategy.AB_TEST, Strategy.SHADOW})
+# Strategies this version of the operator can run; any others would be in the API
+# contract already (so manifests validate) but refused with a clear error.
+SUPPORTED_STRATEGIES: frozenset[Strategy] = frozenset(
+    {Strategy.CANARY, Strategy.AB_TEST, Strategy.SHADOW, Strategy.BANDIT}
+)
 
 
 class NoDataPolicy(str, enum.Enum):
@@ -361,8 +364,7 @@ class ExperimentSpec(_Model):
     objective: ObjectiveSpec | None = None
     segments: list[str] | None = None
     shadow: ShadowSpec | None = None
-    # Contract fields of later strategies: accepted so manifests validate.
-    bandit: dict[str, Any] | None = None
+    bandit: BanditSpec | None = None
 
     @field_validator("segments")
     @classmethod
@@ -414,13 +416,14 @@ class ExperimentSpec(_Model):
                 raise _problem(what, subpath=where, value=variant.workload)
             seen[variant.workload] = f"candidates[{index}]'s"
         several = len(self.arms) > 1
-        if several and self.strategy is Strategy.AB_TEST:
+        if several and self.ab_test is not None and self.ab_test.aa:
+            # Checked whenever given, as the CRD's rule does (whatever the strategy).
             raise _problem(
-                "lists several candidates; this version runs A/B tests with one candidate",
-                subpath="candidates",
-                value=len(self.arms),
+                f"an A/A test compares the baseline with one copy of itself; it cannot run with "
+                f"{len(self.arms)} candidates (list one candidate, or set abTest.aa to false)",
+                subpath="abTest.aa",
+                value=True,
             )
-        several = len(self.arms) > 1
         if several and (self.strategy is Strategy.SHADOW or self.shadow is not None):
             raise _problem(
                 "lists several candidates; a shadow mirrors to one candidate (Istio mirrors to one host)",
@@ -478,6 +481,33 @@ class ExperimentSpec(_Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _bandit(self) -> ExperimentSpec:
+        if self.strategy is Strategy.BANDIT and self.bandit is None:
+            raise _problem("is required for strategy Bandit (at least bandit.reward)", subpath="bandit")
+        if self.bandit is None:
+            return self  # checked whenever given, as the CRD's rules do (whatever the strategy)
+        metric = self.metric(self.bandit.reward)
+        if metric is None or metric.ratio is None:
+            known = ", ".join(m.name for m in self.metrics if m.ratio is not None) or "none"
+            raise _problem(
+                f"must name a ratio metric in spec.metrics (successes / trials; ratio metrics: {known})",
+                subpath="bandit.reward",
+                value=self.bandit.reward,
+            )
+        variants = len(self.arms) + 1
+        if self.bandit.min_weight * variants > 100:
+            raise _problem(
+                f"times the number of variants ({variants}) must not exceed 100",
+                subpath="bandit.minWeight",
+                value=self.bandit.min_weight,
+            )
+        return self
+
+    @property
+    def is_bandit(self) -> bool:
+        return self.strategy is Strategy.BANDIT
+
     @property
     def has_shadow_phase(self) -> bool:
         """Shadow alone, or a shadow phase before the canary's steps."""
@@ -495,6 +525,8 @@ class ExperimentSpec(_Model):
     @property
     def interval(self) -> datetime.timedelta:
         """How often the experiment is evaluated (a shadow phase uses the canary's interval)."""
+        if self.is_bandit and self.bandit is not None:
+            return self.bandit.interval
         return self.ab.interval if self.is_ab_test else self.canary.interval
 
     def metric(self, name: str) -> MetricSpec | None:
@@ -507,7 +539,10 @@ class ExperimentSpec(_Model):
     @property
     def guardrails(self) -> list[MetricSpec]:
         """The metrics that roll back when they break: all of a canary's (but the shadow's agreement,
-        measured on the candidate alone); an A/B test's Guardrail ones."""
+        measured on the candidate alone); an A/B test's and a bandit's Guardrail ones."""
+        if self.is_bandit:
+            reward = self.bandit.reward if self.bandit is not None else None
+            return [m for m in self.metrics if m.name != reward and m.effective_role is MetricRole.GUARDRAIL]
         if not self.is_ab_test:
             return [m for m in self.metrics if m.name != self.agreement_metric]
         objective = self.objective.metric if self.objective is not None else None

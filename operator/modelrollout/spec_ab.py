@@ -56,6 +56,7 @@ class FairnessSpec(_Model):
 
 
 class ABTestSpec(_Model):
+    # Percent of participating users on the candidate; with several, on all (shared equally).
     split: Annotated[int, Field(ge=1, le=99, strict=True)] = 50
     interval: Duration = datetime.timedelta(minutes=1)
     max_duration: Duration = datetime.timedelta(days=14)
@@ -63,6 +64,7 @@ class ABTestSpec(_Model):
     stickiness: Stickiness = Field(default_factory=Stickiness)
     match: list[dict[str, Any]] | None = None
     # Both arms run the same model: checks split, metrics and SRM; the only good outcome is "no difference".
+    # One candidate only (spec.py refuses it with several).
     aa: bool = False
     # Per-variant count of newly assigned users over {{ interval }}: the unit the split randomizes.
     assignment_query: str | None = None

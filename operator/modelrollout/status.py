@@ -20,7 +20,7 @@ HISTORY_LIMIT = 50
 # Top-level status fields a strategy reports (State.results), read back as they were written.
 RESULT_FIELDS = (
     "startedAt", "objective", "secondary", "segments", "abPlan", "srm", "timeline", "report", "shadow",
-    "candidates", "winner",
+    "candidates", "winner", "bandit",
 )  # fmt: skip
 CONDITION_TYPES = (
     "Ready",

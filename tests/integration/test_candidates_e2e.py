@@ -17,7 +17,7 @@ import pytest
 
 from modelrollout.localstack import stack
 
-from conftest import BASELINE, BAD_ERRORS, EXAMPLES, FINAL, App, load
+from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, App, load
 
 pytestmark = pytest.mark.integration
 

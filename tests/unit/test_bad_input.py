@@ -13,7 +13,9 @@ metrics in the fuzzers' reach, and their observations carry the sums,
 segments and assigned users the A/B core reads.  And shadows, alone or as a
 canary's first phase: their seeds put every field of shadow and its agreement
 metric in reach, their observations carry the agreement's counts the shadow
-core reads, and no user is ever routed to the candidate while it shadows.
+core reads, and no user is ever routed to the candidate while it shadows.  And
+bandits: their seeds put every field of bandit in reach, and no arm goes below
+its floor while one runs.
 """
 
 from __future__ import annotations
@@ -139,7 +141,25 @@ SHADOW_EVERYTHING: Node = {
     "shadow": {"mirrorPercent": 40, "duration": "5m", "agreement": {"metric": "agreement", "min": 0.95}},
     "metrics": [*copy.deepcopy(EVERYTHING["metrics"]), AGREEMENT],
 }
-SEEDS = [*EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING, SHADOW_MINIMAL, SHADOW_EVERYTHING]
+# The smallest bandit (one candidate, rewarded by a ratio metric), and one with every bandit field.
+BANDIT_MINIMAL: Node = {
+    **copy.deepcopy(EXAMPLES[0]),
+    "strategy": "Bandit",
+    "bandit": {"reward": "conversion"},
+    "metrics": [RATIO],
+}
+BANDIT_EVERYTHING: Node = {
+    **copy.deepcopy(EVERYTHING),
+    "strategy": "Bandit",
+    "bandit": {"reward": "conversion", "minWeight": 20, "maxStepChange": 15, "confidence": 0.9,
+               "intervalsRequired": 2, "interval": "20s", "maxDuration": "1h", "minimumEffect": 0.1,
+               "autoPromote": False},
+    "metrics": [*copy.deepcopy(EVERYTHING["metrics"]), RATIO],
+}  # fmt: skip
+SEEDS = [
+    *EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING, SHADOW_MINIMAL, SHADOW_EVERYTHING, BANDIT_MINIMAL,
+    BANDIT_EVERYTHING,
+]  # fmt: skip
 
 
 def test_the_seeds_are_valid() -> None:
@@ -151,6 +171,7 @@ def test_the_seeds_are_valid() -> None:
     parsed = [spec.parse_spec(seed) for seed in SEEDS]
     assert any(p.strategy is spec.Strategy.SHADOW for p in parsed)
     assert any(p.strategy is spec.Strategy.CANARY and p.agreement_metric is not None for p in parsed)
+    assert any(p.is_bandit for p in parsed)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -408,6 +429,11 @@ def runnable_ab_specs(draw: st.DrawFn) -> Node:
     )
     if draw(st.booleans()):
         raw["segments"] = draw(st.lists(st.sampled_from(["region", "device"]), unique=True, min_size=1))
+    if not ab["aa"] and draw(st.booleans()):  # several candidates (an A/A test takes one)
+        raw.pop("candidate")
+        raw["candidates"] = [
+            {"subset": f"v{i}", "workload": f"churn-v{i}"} for i in range(2, draw(st.integers(3, 5)))
+        ]
     return raw
 
 
@@ -561,6 +587,7 @@ def observations(
     plausible is often mirrored: the candidate answers a copy of each request the baseline serves, as
     well as the baseline does (so the phase can pass, or fail on its agreement alone)."""
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    variants = (base, *experiment.workloads)  # several candidates: each measured
     values = PLAUSIBLE if plausible else FINITE
     if plausible and due and shadow.active(state) and draw(st.booleans()):
         return draw(_mirrored(experiment, state))
@@ -582,15 +609,15 @@ def observations(
         )
     samples = []
     for name in names:
-        results = draw(st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+        results = draw(st.fixed_dictionaries({w: _result(values) for w in variants}))
         if plausible:
             total, share = draw(PLAUSIBLE), draw(st.floats(0, 1))
-            counts = {w: model.Counts(total * share, total) for w in (base, cand)}
-            histograms = {w: histogram(total, share) for w in (base, cand)}
+            counts = {w: model.Counts(total * share, total) for w in variants}
+            histograms = {w: histogram(total, share) for w in variants}
         else:
             pair = st.builds(model.Counts, values, values)
-            counts = draw(st.fixed_dictionaries({base: pair, cand: pair}))
-            histograms = draw(st.fixed_dictionaries({base: _histogram(values), cand: _histogram(values)}))
+            counts = draw(st.fixed_dictionaries(dict.fromkeys(variants, pair)))
+            histograms = draw(st.fixed_dictionaries({w: _histogram(values) for w in variants}))
         # The raw counts of ratio and mean metrics: an A/B test's material, and a shadow's agreement.
         counted = experiment.is_ab_test or name == experiment.agreement_metric
         sums, segments = draw(_sums(experiment, name, plausible)) if counted else (None, None)
@@ -604,10 +631,10 @@ def observations(
                 segments=segments,
             )
         )
-    requests = draw(st.none() | st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+    requests = draw(st.none() | st.fixed_dictionaries({w: _result(values) for w in variants}))
     assignments = None
     if experiment.is_ab_test and experiment.ab.assignment_query is not None:
-        assignments = draw(st.none() | st.fixed_dictionaries({base: _result(values), cand: _result(values)}))
+        assignments = draw(st.none() | st.fixed_dictionaries({w: _result(values) for w in variants}))
     return model.Observation(
         weights, annotations, 1, metrics=tuple(samples), requests=requests, assignments=assignments
     )
@@ -649,7 +676,7 @@ def _sums(
     metric = experiment.metric(name)
     if metric is None or (metric.ratio is None and metric.mean is None) or not draw(st.integers(0, 5)):
         return None, None
-    workloads = [experiment.baseline.workload, experiment.the_candidate.workload]
+    workloads = [experiment.baseline.workload, *experiment.workloads]
 
     def one() -> model.Sums:
         if not plausible:
@@ -704,33 +731,44 @@ def _check_decision(
     plausible: bool,
 ) -> Node:
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    variants = {base, *experiment.workloads}  # several candidates: each has a weight
+    on_base = {w: 100 if w == base else 0 for w in variants}
     state = decision.state
     if decision.weights is not None:
-        assert set(decision.weights) == {base, cand}, decision.weights
+        assert set(decision.weights) == variants, decision.weights
         assert sum(decision.weights.values()) == 100
         assert all(0 <= weight <= 100 for weight in decision.weights.values())
     if state.weights:
         assert sum(state.weights.values()) == 100, state.weights
     if state.phase is Phase.ROLLED_BACK:
-        assert dict(state.weights) == {base: 100, cand: 0}
-        assert decision.weights in (None, {base: 100, cand: 0})
+        assert dict(state.weights) == on_base
+        assert decision.weights in (None, on_base)
     shadowing = experiment.has_shadow_phase and canary.shadow_pending(state)
     if state.phase is Phase.SUCCEEDED:
-        # A Shadow that passed changed nothing user-facing; everything else ends on the candidate.
-        ended = {base: 100, cand: 0} if experiment.strategy is spec.Strategy.SHADOW else {base: 0, cand: 100}
+        # A Shadow that passed changed nothing user-facing; everything else ends on the candidate (the
+        # winner, with several).
+        winner = state.results.get("winner", cand)
+        on_winner = {w: 100 if w == winner else 0 for w in variants}
+        ended = on_base if experiment.strategy is spec.Strategy.SHADOW else on_winner
         assert dict(state.weights) == ended
     if state.phase is Phase.PROGRESSING and state.weights:
         if shadowing:
             assert (state.step, state.weights[cand]) == (0, 0)
+        elif experiment.bandit is not None and experiment.is_bandit:
+            # A bandit's arms in play never go below the floor while it runs (the baseline always plays).
+            floor = experiment.bandit.min_weight
+            assert state.weights[base] >= floor and all(w >= floor for w in state.weights.values() if w)
         else:
             planned = (
                 experiment.ab.split if experiment.is_ab_test else experiment.canary.steps[state.step - 1]
             )
-            assert state.weights[cand] == planned
+            # Several candidates share the step; one dropped gives its share back to the baseline.
+            share = sum(state.weights[w] for w in experiment.workloads)
+            assert share == planned if len(experiment.arms) == 1 else share <= planned, state.weights
     _check_shadow(experiment, decision, plausible)
     assert decision.requeue_after >= datetime.timedelta(0)
     assert "\n" not in state.message
-    rendered = status_mod.render(decision, previous, now, cand)
+    rendered = status_mod.render(decision, previous, now, experiment.workloads)
     if plausible:
         # What the operator writes to status must pass the API server: typed, and valid JSON (no NaN).
         json.dumps(rendered, allow_nan=False)

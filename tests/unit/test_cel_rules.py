@@ -279,9 +279,9 @@ def _metric(**fields: Any) -> Node:
     return {"metrics": [{"name": "x", **fields}]}
 
 
-# (changes, the rule they break, whether parse_spec rejects them too).  parse_spec accepting one is a
-# known gap (see PARSER_GAPS): the block of the later strategy (Bandit) is not typed in spec.py yet.
-# ABTest and Shadow are: their blocks are checked by both, whatever the strategy.
+# (changes, the rule they break, whether parse_spec rejects them too).  parse_spec accepting one would be
+# a known gap (see PARSER_GAPS).  The blocks of ABTest, Shadow and Bandit are typed in spec.py: they are
+# checked by both, whatever the strategy.
 RULE_CASES: list[tuple[Node, str, bool]] = [
     ({"candidates": [{"subset": "v3", "workload": "churn-v3"}]}, ".spec#0", True),
     ({"candidate": DELETE}, ".spec#0", True),
@@ -290,7 +290,7 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     (TWINS, ".spec#3", True),
     ({"objective": {"metric": "conversion", "minimumEffect": 0.02}}, ".spec#4", True),
     ({**AB, "objective": {"metric": "conversation", "minimumEffect": 0.02}}, ".spec#4", True),
-    ({"bandit": {"reward": "error-rate"}}, ".spec#5", False),  # a metric, but no ratio metric
+    ({"bandit": {"reward": "error-rate"}}, ".spec#5", True),  # a metric, but no ratio metric
     ({"shadow": {"duration": "10m", "agreement": {"metric": "agree", "min": 0.9}}}, ".spec#6", True),
     (_shadow(duration="10m", agreement={"metric": "error-rate", "min": 0.9}), ".spec#6", True),  # a builtin
     # ... a default metric (not written in the manifest), and a query: agreement needs counts.
@@ -317,6 +317,8 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     ({**AB, "shadow": SHADOW["shadow"], "metrics": [RATIO, AGREEMENT]}, ".spec#13", True),
     ({**SHADOW, **TWO_CANDIDATES}, ".spec#14", True),
     ({**TWO_CANDIDATES, "shadow": {"duration": "10m"}}, ".spec#14", True),  # a shadow phase before a canary
+    ({**AB, **TWO_CANDIDATES, "abTest": {"aa": True}}, ".spec#15", True),  # an A/A test of several candidates
+    ({**TWO_CANDIDATES, "abTest": {"aa": True}}, ".spec#15", True),  # ... whatever the strategy (a canary)
     ({"baseline": {"workload": "churn-v1"}}, ".spec.baseline#0", True),
     ({"candidate": {"workload": "churn-v2"}}, ".spec.candidate#0", True),
     ({"candidate": DELETE, "candidates": [{"workload": "churn-v2"}]}, ".spec.candidates[]#0", True),
@@ -384,7 +386,8 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     ({"shadow": {"duration": "0s"}}, ".spec.shadow.duration#0", True),
     (_shadow(duration="0h0m0s", agreement={"metric": "agreement", "min": 0.95}), ".spec.shadow.duration#0",
      True),
-    ({"bandit": {"reward": "x", "maxDuration": "0w"}}, ".spec.bandit.maxDuration#0", False),
+    ({"bandit": {"reward": "x", "maxDuration": "0w"}}, ".spec.bandit.maxDuration#0", True),
+    ({"bandit": {"reward": "x", "interval": "0s"}}, ".spec.bandit.interval#0", True),
 ]  # fmt: skip
 
 
@@ -664,7 +667,10 @@ def _readme_manifests() -> list[tuple[str, Node]]:
         if not isinstance(document, dict) or "spec" not in document:
             continue  # status excerpts
         if "kind" not in document:  # a spec, or a part of one: on top of the minimal example
-            document = manifest({key: value for key, value in document["spec"].items()})
+            changes = dict(document["spec"])
+            if "candidates" in changes:  # the list form replaces the minimal example's candidate
+                changes.setdefault("candidate", DELETE)
+            document = manifest(changes)
         found.append((f"README.md#{number}", document))
     return found
 
@@ -690,8 +696,8 @@ spec:
     address: http://prometheus.istio-system:9090
 """
 
-# API.md's sketches of the later strategies, completed into whole manifests: the CRD admits them, this
-# operator version refuses to run Bandit (only at spec.strategy) and runs ABTest and Shadow.
+# API.md's sketches of the later strategies, completed into whole manifests: the CRD admits them and this
+# operator version runs them all (ABTest, Shadow, Bandit); none is refused as unsupported.
 LATER_STRATEGIES: list[tuple[str, Node, set[str]]] = [
     ("ABTest (supported)", {
         "strategy": "ABTest",
@@ -714,7 +720,7 @@ LATER_STRATEGIES: list[tuple[str, Node, set[str]]] = [
         "bandit": {"reward": "conversion", "minWeight": 5, "maxStepChange": 20, "confidence": 0.95,
                    "maxDuration": "2h"},
         "metrics": [RATIO],
-    }, {"spec.strategy"}),
+    }, set()),
 ]  # fmt: skip
 
 PUBLISHED: list[tuple[str, Node]] = [
@@ -764,10 +770,6 @@ PARSER_GAPS: list[tuple[str, Node, str]] = [
     ("booleans are numbers", {"metrics": [{"name": "e", "builtin": "error-rate", "max": True}]},
      "must be of type number"),
     ("alpha as a string", {"analysis.alpha": "0.05"}, "must be of type number"),
-    ("the later strategy's block is untyped", {"bandit": {"reward": "nope", "maxStepChange": 150}},
-     "less than or equal to 100"),
-    ("... and its durations unchecked", {"bandit": {"reward": "nope", "maxDuration": "-5m"}}, "should match"),
-    ("... and its cross-field rules", {"bandit": {"reward": "nope"}}, "bandit.reward must name"),
     ("list sizes are not bounded", {"canary.steps": list(range(1, 22))},
      "spec.canary.steps: Too many: 21: must have at most 20 items"),
     ("... of any list", {"metrics": [{"name": f"m{i}", "builtin": "error-rate"} for i in range(33)]},
@@ -795,10 +797,6 @@ CRD_GAPS: list[tuple[str, Node, str, str]] = [
      "spec.analysis.alpha", "at least 1e-12"),
     ("a duration longer than Go's (292 years)", {"canary.interval": "999999999d"},
      "spec.canary.interval", "too long"),
-    ("an A/B test with several candidates (this version runs A/B tests with one)",
-     {**TWO_CANDIDATES, "strategy": "ABTest", "metrics": [RATIO],
-      "objective": {"metric": "conversion", "minimumEffect": 0.02}},
-     "spec.candidates", "A/B tests with one candidate"),
     ("Unicode whitespace in a URL (RE2's \\s is ASCII, Python's is not)",
      {"prometheus.address": "http://prom\u00a0:9090"}, "spec.prometheus.address", "URL"),
     ("a cohort's regex that does not compile (CEL cannot tell)", _match(uri={"regex": "^/(beta"}),
@@ -940,10 +938,8 @@ TEMPLATE_RULES = (".spec.metrics[].query#", ".spec.metrics[].ratio.", ".spec.met
 
 def _explained_crd_error(error: FieldError, document: Node) -> bool:
     """A rejection parse_spec is known not to make (PARSER_GAPS)."""
-    later = "spec.bandit"  # ABTest's and Shadow's blocks are typed in spec.py: no excuse for them
-    if error.path == "<nil>" or error.type in ("Too many", "Too long") or error.path.startswith(later):
-        return True
-    if error.rule in (".spec#5", ".spec#7"):  # the later strategy's cross-field rules
+    # The blocks of ABTest, Shadow and Bandit are typed in spec.py: no excuse for them.
+    if error.path == "<nil>" or error.type in ("Too many", "Too long"):
         return True
     if error.rule and error.rule.startswith(TEMPLATE_RULES):  # an unclosed `{{`
         return "{{" in str(_at(document, error.path))
@@ -953,19 +949,16 @@ def _explained_crd_error(error: FieldError, document: Node) -> bool:
 def _explained_problem(problem: spec.SpecProblem) -> bool:
     """A rejection the CRD is known not to make (CRD_GAPS)."""
     unsupported = problem.path == "spec.strategy" and "not supported" in problem.message
-    return (
-        unsupported
-        or problem.path == "spec.candidates"
-        or any(
-            text in problem.message
-            for text in ("at most 5m", "is too long (at most", "not a valid regular expression")
-        )
+    return unsupported or any(
+        text in problem.message
+        for text in ("at most 5m", "is too long (at most", "not a valid regular expression")
     )
 
 
 # What the fuzzer starts from: the published manifests the operator runs, A/B tests (API.md's, and one
 # with every A/B field set) so that it reaches into abTest, objective, segments and mean metrics, and
-# shadows (alone and before a canary) so that it reaches into shadow and its agreement metric.
+# shadows (alone and before a canary) so that it reaches into shadow and its agreement metric, and a
+# bandit so that it reaches into bandit.
 AB_FULL: Node = {
     **AB,
     "abTest": {
@@ -987,7 +980,9 @@ RUNNABLE = [
     *(document for name, document in PUBLISHED if parser_problems(document["spec"]) is None),
     manifest(LATER_STRATEGIES[0][1]),
     manifest(AB_FULL),
+    manifest({**AB_FULL, **TWO_CANDIDATES}),  # an A/B test of several candidates
     *(manifest(changes) for name, changes, _ in LATER_STRATEGIES if "shadow" in changes),
+    *(manifest(changes) for name, changes, _ in LATER_STRATEGIES if "bandit" in changes),
 ]
 
 
@@ -998,6 +993,7 @@ def test_the_fuzzer_starts_from_runnable_manifests() -> None:
     assert sum(document["spec"].get("strategy") == "ABTest" for document in RUNNABLE) >= 3  # + the demo's
     assert sum("shadow" in document["spec"] for document in RUNNABLE) >= 3
     assert any(document["spec"].get("strategy") == "Shadow" for document in RUNNABLE)
+    assert any(document["spec"].get("strategy") == "Bandit" for document in RUNNABLE)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

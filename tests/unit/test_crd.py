@@ -27,9 +27,9 @@ import pydantic
 import pytest
 import yaml
 
-from modelrollout import durations, spec, spec_ab, spec_hooks, templates
+from modelrollout import durations, spec, spec_ab, spec_bandit, spec_hooks, templates
 from modelrollout import status as status_mod
-from modelrollout.core import abtest, lift
+from modelrollout.core import abtest, banditrun, lift
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "modelexperiments.modelrollout.io.yaml"
@@ -393,7 +393,7 @@ def test_property_names_match_the_model(spec_schema: Node) -> None:
         spec.RatioQuery, spec.AnalysisSpec, spec.PrometheusSpec, spec_hooks.WebhookSpec,
         spec_hooks.NotificationSpec, spec_hooks.ValueFrom, spec_hooks.SecretKeyRef, spec.MeanQuery,
         spec_ab.ABTestSpec, spec_ab.Stickiness, spec_ab.FairnessSpec, spec_ab.ObjectiveSpec,
-        spec_ab.ShadowSpec, spec_ab.AgreementSpec,
+        spec_ab.ShadowSpec, spec_ab.AgreementSpec, spec_bandit.BanditSpec,
     } <= seen  # fmt: skip
 
 
@@ -475,7 +475,7 @@ def test_duration_patterns_equal_durations_module(spec_schema: Node) -> None:
     assert set(paths) == {
         ".spec.canary.interval", ".spec.canary.minStepDuration", ".spec.prometheus.timeout",
         ".spec.abTest.interval", ".spec.abTest.maxDuration", ".spec.abTest.stickiness.maxAge",
-        ".spec.shadow.duration", ".spec.bandit.maxDuration",
+        ".spec.shadow.duration", ".spec.bandit.interval", ".spec.bandit.maxDuration",
         ".spec.webhooks[].timeout", ".spec.webhooks[].deadline", ".spec.notifications[].timeout",
     }  # fmt: skip
     for path in paths:
@@ -906,9 +906,11 @@ def test_shadow_fields_are_checked_by_schema_and_parser(
 
 
 def test_bandit_block_is_typed_and_validates(validator: jsonschema.Draft7Validator) -> None:
-    """The API.md manifest for Bandit validates (spec.py refuses to run it yet)."""
+    """The API.md manifest for Bandit validates and runs."""
+    conversion = {**AGREEMENT, "name": "conversion"}  # a ratio metric to reward
     bandit = _with({
         "strategy": "Bandit",
+        "metrics": [conversion],
         "bandit": {"reward": "conversion", "minWeight": 5, "maxStepChange": 20, "confidence": 0.95,
                    "maxDuration": "2h"},
     })  # fmt: skip
@@ -918,13 +920,18 @@ def test_bandit_block_is_typed_and_validates(validator: jsonschema.Draft7Validat
         {"subset": "v3", "workload": "churn-v3"},
     ]
     assert errors_of(validator, bandit) == []
-    with pytest.raises(spec.SpecError) as caught:
-        spec.parse_spec(bandit["spec"])
-    # Refused as unsupported (and for its several candidates), not as malformed.
-    assert [p.path for p in caught.value.problems] == ["spec.strategy"]
+    parsed = spec.parse_spec(bandit["spec"])
+    assert parsed.bandit is not None and parsed.is_bandit
+    settings = parsed.bandit
+    assert (settings.reward, settings.min_weight, settings.max_step_change) == ("conversion", 5, 20)
+    assert settings.max_duration == datetime.timedelta(hours=2)
+    assert parsed.workloads == ("churn-v2", "churn-v3")
     probes: list[tuple[Node, str]] = [
         ({"bandit": {"reward": "conversion", "confidence": 1}}, "maximum of 1"),
         ({"bandit": {"minWeight": 5}}, "'reward' is a required property"),
+        ({"bandit": {"reward": "conversion", "minWeight": 0}}, "minimum of 1"),
+        ({"bandit": {"reward": "conversion", "intervalsRequired": 0}}, "minimum of 1"),
+        ({"bandit": {"reward": "conversion", "autoPromote": "yes"}}, "'boolean'"),
     ]
     for bad, mentions in probes:
         errors = errors_of(validator, _with(bad))
@@ -1056,7 +1063,7 @@ def test_status_fixture_validates(schema: Node, fixture: Node) -> None:
         ({"objective": {"metric": "c", "interval": [0.1]}}, "is too short"),
         ({"objective": {"metric": "c", "liftt": 0.1}}, "('liftt' was unexpected)"),
         ({"secondary": [{"lift": 0.1}]}, "'metric' is a required property"),
-        ({"secondary": [{"metric": "m"}] * 65}, "is too long"),
+        ({"secondary": [{"metric": "m"}] * 257}, "is too long"),
         ({"segments": [{"segment": {"region": 1}}]}, "'string'"),
         ({"segments": [{"segment": {}, "unfair": "no"}]}, "'boolean'"),
         ({"segments": [{"reversed": True}]}, "'segment' is a required property"),
@@ -1117,6 +1124,8 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "shadow": "object",
         # Several candidates (core/arms.py).
         "candidates": "array", "winner": "string",
+        # The bandit (core/banditrun.py).
+        "bandit": "object",
     }  # fmt: skip
     assert {name: node["type"] for name, node in status.items()} == expected
     assert set(status_mod.RESULT_FIELDS) <= set(status)
@@ -1142,6 +1151,13 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         mirror["minimum"], mirror["maximum"],
     )  # fmt: skip
     assert set(shadow["agreement"]["properties"]) == {"value", "interval", "min"}
+    # The bandit's record: its stages, and lists that fit every arm and the allocations it keeps.
+    bandit = status["bandit"]["properties"]
+    assert bandit["stage"]["enum"] == [banditrun.EXPLORING, banditrun.CONFIRMING, banditrun.DECIDED]
+    assert bandit["startedAt"]["format"] == "date-time"
+    assert bandit["arms"]["maxItems"] == spec.MAX_CANDIDATES + 1
+    assert bandit["comparison"]["maxItems"] == spec.MAX_CANDIDATES
+    assert bandit["allocation"]["maxItems"] >= banditrun.ALLOCATION_LIMIT
 
 
 # --------------------------------------------------------------------------- printer columns

@@ -248,6 +248,19 @@ def test_ab_test_with_every_field() -> None:
     assert parsed.objective is not None and parsed.objective.direction is Direction.DECREASE
 
 
+def test_an_ab_test_runs_several_candidates_but_an_aa_test_one() -> None:
+    three = [{"subset": f"v{i}", "workload": f"churn-v{i}"} for i in (2, 3, 4)]
+    parsed = parse_spec(spec_with(**{**AB, "candidate": DELETE, "candidates": three}))
+    assert parsed.is_ab_test and parsed.workloads == ("churn-v2", "churn-v3", "churn-v4")
+    for strategy in ("ABTest", "Canary"):  # checked whenever given, as the CRD's rule does
+        changes = {**AB, "strategy": strategy, "candidate": DELETE, "candidates": three}
+        changes["abTest"] = {"aa": True}
+        (problem,) = problems_of(spec_with(**changes))
+        assert problem.path == "spec.abTest.aa" and "cannot run with 3 candidates" in problem.message
+    # One candidate in the list form is an A/A test as before.
+    parse_spec(spec_with(**{**AB, "candidate": DELETE, "candidates": three[:1], "abTest": {"aa": True}}))
+
+
 def test_cookie_header_is_compared_as_http_does() -> None:
     """In ASCII, whatever the case (as the CRD's rule, with lowerAscii()); "coo\\u212aie" (Kelvin sign) is
     no "cookie" to HTTP, though Python's str.lower() makes it one."""
@@ -388,9 +401,12 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
     ("typo-in-canary", {"canary": {"stpes": [5, 50]}}, "spec.canary.stpes", [5, 50], "misspelled"),
     ("typo-at-top", {"metric": []}, "spec.metric", [], "misspelled"),
     ("typo-in-analysis", {"analysis": {"failurelimit": 2}}, "spec.analysis.failurelimit", 2, "misspelled"),
-    ("unsupported-strategy", {"strategy": "Bandit"}, "spec.strategy", "Bandit", "not supported"),
-    ("unsupported-strategy-with-its-block", {"strategy": "Bandit", "bandit": {"reward": "conversion"}},
-     "spec.strategy", "Bandit", "not supported"),
+    ("bandit-without-its-block", {"strategy": "Bandit"}, "spec.bandit", None, "required for strategy Bandit"),
+    ("bandit-reward-no-ratio-metric", {"strategy": "Bandit", "bandit": {"reward": "conversion"}},
+     "spec.bandit.reward", "conversion", "must name a ratio metric"),
+    ("bandit-floor-too-high", {"strategy": "Bandit", "bandit": {"reward": "conversion", "minWeight": 51},
+                               "metrics": [{"name": "conversion", "ratio": {"success": "s", "total": "t"}}]},
+     "spec.bandit.minWeight", 51, "number of variants (2)"),
     ("unknown-strategy", {"strategy": "BlueGreen"}, "spec.strategy", "BlueGreen", "'Canary'"),
     ("candidate-is-baseline", {"candidate__workload": "churn-v1"}, "spec.candidate.workload", "churn-v1",
      "same workload"),
@@ -408,10 +424,10 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, Any, str]] = [
      {"candidate": DELETE, "strategy": "Shadow", "shadow": {"duration": "10m"},
       "candidates": [{"subset": "v2", "workload": "churn-v2"}, {"subset": "v3", "workload": "churn-v3"}]},
      "spec.candidates", 2, "a shadow mirrors to one candidate"),
-    ("several-candidates-ab",
-     {"candidate": DELETE, "strategy": "ABTest",
+    ("several-candidates-aa",
+     {"candidate": DELETE, "abTest": {"aa": True},
       "candidates": [{"subset": "v2", "workload": "churn-v2"}, {"subset": "v3", "workload": "churn-v3"}]},
-     "spec.candidates", 2, "A/B tests with one candidate"),
+     "spec.abTest.aa", True, "cannot run with 2 candidates"),
     ("alpha-1.5", {"analysis__alpha": 1.5}, "spec.analysis.alpha", 1.5, "less than 1"),
     ("alpha-0", {"analysis__alpha": 0}, "spec.analysis.alpha", 0, "greater than 0"),
     ("failure-limit-0", {"analysis__failureLimit": 0}, "spec.analysis.failureLimit", 0,
@@ -682,6 +698,7 @@ KNOWN_KEYS = [
     "maxAge", "match", "aa", "assignmentQuery", "fairness", "margin", "metric", "direction", "minimumEffect",
     "power", "headers", "uri", "exact", "prefix", "regex", "port", "sourceLabels", "ignoreUriCase",
     "mirrorPercent", "duration", "agreement",
+    "reward", "minWeight", "maxStepChange", "confidence", "intervalsRequired",
 ]  # fmt: skip
 INTERESTING_STRINGS = [
     "Canary", "ABTest", "Hold", "Fail", "error-rate", "latency-p95", "latency-p99", "churn-v1", "churn-v2",

@@ -15,6 +15,13 @@ lift with an always-valid interval (``lift``) and decides:
 Guardrail metrics still roll back as in a canary.  An A/A test (``aa``) has
 only one good end: no difference at ``maxDuration`` (Iterate), with the
 sample-ratio check passing; a difference means the pipeline is broken.
+
+With several candidates (``spec.candidates``) the split is shared equally among
+those still in the test, and each is judged against the baseline on its own at
+alpha over the candidates (``_evaluate_several``): one whose guardrails break,
+that is judged Discard or is unfair to a segment is *dropped* (its users go back
+to the baseline, ``core.candidates``) while the others go on; the first Ship
+ends the test with the Ship candidate of the largest lift as the winner.
 """
 
 from __future__ import annotations
@@ -25,19 +32,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import ports, spec, spec_ab
-from modelrollout.core import canary, guardrails, lift, model, srm
+from modelrollout.core import arms, canary, candidates, guardrails, lift, model, srm
 from modelrollout.core.model import Action, Event, Phase, State, Verdict
 
 TIMELINE_LIMIT = 100  # points kept for the report's plots; halved (every other point) when full
 MAX_SEGMENTS = 64  # segment rows kept in status (the largest); fairness is judged on all of them
+MAX_SEGMENT_ROWS = 256  # ... and with several candidates, all of theirs together (the CRD's maxItems)
 SHIPPED, DISCARDED, ITERATE = "Shipped", "Discarded", "Iterate"
 AA_FAILED, NO_DIFFERENCE, UNFAIR = "AAFailed", "NoDifference", "UnfairToSegment"
 
 
 def start(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
     ab = experiment.ab
+    shared = " (shared equally)" if arms.several(experiment) else ""
     message = (
-        f"A/B test: {ab.split}% of participating users to {experiment.the_candidate.workload}, "
+        f"A/B test: {ab.split}% of participating users to {', '.join(experiment.workloads)}{shared}, "
         f"sticky by cookie; objective {_objective(experiment).metric}"
     )
     begun = canary.begin(
@@ -60,6 +69,8 @@ def evaluate(
     now: datetime.datetime,
     analyses: Sequence[guardrails.Analysis],
 ) -> model.Decision:
+    if arms.several(experiment):
+        return _evaluate_several(experiment, state, obs, now, analyses)
     ab = experiment.ab
     objective = _objective(experiment)
     base, cand = experiment.baseline.workload, experiment.the_candidate.workload
@@ -202,6 +213,223 @@ def evaluate(
     return _end(experiment, state, now, outcome, reason, why, all_assessments)
 
 
+# --------------------------------------------------------------------------- several candidates
+
+
+def _evaluate_several(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    analyses: Sequence[guardrails.Analysis],
+) -> model.Decision:
+    """Each candidate still in the test against the baseline, at alpha over the candidates.
+
+    Per candidate: its guardrails, missing data and sample-ratio check as in a canary of several
+    (``candidates.assess_each``, ``tally``: broken guardrails drop it, a check failing or data missing
+    below its limit or a mismatch holds everything), its objective's lift, secondary metrics and
+    segments.  Then a candidate judged Discard or unfair is dropped; any Ship ends the test with the
+    Ship candidate of the largest lift as the winner; at ``maxDuration`` without one it is Iterate;
+    with every candidate dropped, Discard.
+    """
+    ab = experiment.ab
+    objective = _objective(experiment)
+    base = experiment.baseline.workload
+    records = arms.records(experiment, state)
+    racing = [r for r in records if r["state"] == arms.ACTIVE]
+    workloads = [r["workload"] for r in racing]
+    where = f"the A/B test ({ab.split}% to {', '.join(workloads)})"
+    # Bonferroni over every candidate the test started with: dropping one does not buy the others alpha.
+    count = len(experiment.arms)
+    alpha = lift.bonferroni(experiment.analysis.alpha, count)
+    tau = lift.mixture_tau(objective.minimum_effect)
+    kind = _kind(experiment, objective.metric)
+    samples = {sample.name: sample for sample in obs.metrics or ()}
+
+    # The running sums, keyed by workload: one set for all candidates (the baseline's is shared).
+    kept = dict(state.analysis.get("abtest", {}))
+    sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
+    segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
+    kept.update(sums=sums, segments=segment_sums)
+    fairness_metric = _fairness_metric(experiment)
+    if fairness_metric is not None:
+        kept["fairnessSegments"] = _accumulate_segments(
+            kept.get("fairnessSegments"), samples.get(fairness_metric)
+        )
+
+    # Guardrails and the sample-ratio check (on the users newly assigned) per (baseline, candidate).
+    previous, before = candidates.straddled(state)
+    guarded = experiment.model_copy(update={"metrics": experiment.guardrails})
+    on_users = dataclasses.replace(obs, requests=obs.assignments)
+    per, memory, mismatch = candidates.assess_each(guarded, state, on_users, analyses, workloads, previous)
+    memory["srm"] = {**memory["srm"], "weights": dict(state.weights), "before": before}
+    memory["abtest"] = kept
+    results = dict(state.results)
+    results["srm"] = _srm_summary(ab, mismatch, obs.assignments)
+
+    moments = sums.get(objective.metric, {})
+    objective_sample = samples.get(objective.metric)
+    fair_here = ab.fairness is not None and fairness_metric is None
+    limit = min(MAX_SEGMENTS, MAX_SEGMENT_ROWS // count)
+    estimates: dict[str, lift.Estimate] = {}
+    segment_rows: dict[str, list[dict[str, Any]]] = {}
+    secondary: list[dict[str, Any]] = []
+    for record in racing:
+        cand = record["workload"]
+        estimate = lift.estimate(
+            _moments(moments, base), _moments(moments, cand), kind, alpha, tau, names=(base, cand)
+        )
+        estimates[cand] = estimate
+        assessed = _assess_objective(objective, estimate, objective_sample, base, cand)
+        per[cand] = (dataclasses.replace(assessed, extra={**assessed.extra, "variant": cand}), *per[cand])
+        record["objective"] = _objective_entry(objective, estimate)
+        interval_sums = (objective_sample.sums or {}).get(cand) if objective_sample is not None else None
+        if interval_sums is not None and interval_sums.count > 0:  # ranks the leader (``arms.leader``)
+            arms.add_score(
+                record, objective.metric, interval_sums.total / interval_sums.count, interval_sums.count
+            )
+        secondary += [{**e, "variant": cand} for e in _secondary(experiment, sums, alpha, cand)]
+        rows = _segments(
+            experiment, objective.metric, segment_sums, estimate, kind, alpha, tau, fair_here, cand
+        )
+        if fairness_metric is not None:
+            fair_kind = _kind(experiment, fairness_metric)
+            fair_moments = sums.get(fairness_metric, {})
+            fair_overall = lift.estimate(
+                _moments(fair_moments, base), _moments(fair_moments, cand), fair_kind, alpha, tau,
+                names=(base, cand),
+            )  # fmt: skip
+            rows += _segments(
+                experiment, fairness_metric, kept["fairnessSegments"], fair_overall, fair_kind, alpha, tau,
+                True, cand,
+            )  # fmt: skip
+        segment_rows[cand] = [{**e, "variant": cand} for e in rows]
+
+    # Dropped candidates keep the entries they had when they left.
+    results["secondary"] = [
+        *(e for e in _entries(results.get("secondary")) if e.get("variant") not in workloads),
+        *secondary,
+    ]
+    if experiment.segments:
+        shown: list[dict[str, Any]] = []
+        for rows in segment_rows.values():
+            largest = sorted(rows, key=lambda e: -sum(e.get("samples", {}).values()))[:limit]
+            shown += [e for e in rows if any(e is x for x in largest)]
+        old = [e for e in _entries(results.get("segments")) if e.get("variant") not in workloads]
+        results["segments"] = [*old, *shown][:MAX_SEGMENT_ROWS]
+    plan = results.get("abPlan") or _plan(experiment, kind, objective_sample, state, now, count)
+    if plan:
+        results["abPlan"] = plan
+    every = tuple(a for cand in per for a in per[cand])
+    state = dataclasses.replace(
+        state, last_evaluated_at=now, samples=_samples(moments), analysis=memory, results=results
+    )
+
+    dropped, holds, codes = candidates.tally(experiment, racing, per)
+    state = _standing(experiment, state, records)
+    leader = arms.leader(experiment, state)
+    if leader in estimates:
+        timeline = _timeline(results.get("timeline"), now, estimates[leader], state.weights, moments, leader)
+        state = dataclasses.replace(state, results={**state.results, "timeline": timeline})
+    if dropped and len(dropped) == len(racing):
+        why = "; ".join(f"{r['workload']}: {r['message']}" for r in dropped)
+        message = f"rolled back at {where}: every candidate failed: {why}"
+        finished = canary.finish(
+            experiment, state, Phase.ROLLED_BACK, now, codes[0], message, step=state.step, assessments=every
+        )
+        return _with_outcome(finished, lift.Outcome.DISCARD.value)
+    if dropped:
+        return candidates.drop(experiment, state, dropped, now, where, every)
+    held = candidates.hold(experiment, state, now, where, holds, codes, mismatch, every)
+    if held is not None:
+        return held
+    state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
+
+    # Each candidate's judgement: None while it runs on.
+    deadline = now - _started(state, now) >= ab.max_duration
+    judged: dict[str, tuple[lift.Outcome | None, str, str]] = {}  # workload -> (outcome, reason, why)
+    for record in racing:
+        cand = record["workload"]
+        estimate = estimates[cand]
+        enough = estimate.ready and all(estimate.samples.get(w, 0) >= ab.min_samples for w in (base, cand))
+        unfair = _unfair(experiment, segment_rows[cand], cand) if enough and ab.fairness is not None else ""
+        outcome: lift.Outcome | None
+        if unfair:
+            judged[cand] = (lift.Outcome.DISCARD, UNFAIR, unfair)
+            continue
+        if enough and deadline:
+            outcome, why = lift.at_deadline(estimate, objective.direction.value, objective.minimum_effect)
+        elif enough:
+            outcome, why = lift.judge(estimate, objective.direction.value, objective.minimum_effect)
+        else:
+            outcome, why = (
+                (lift.Outcome.ITERATE, "not enough data by maxDuration") if deadline else (None, "")
+            )
+        judged[cand] = (outcome, _REASONS[outcome] if outcome is not None else "", why)
+
+    shipped = [r for r in racing if judged[r["workload"]][0] is lift.Outcome.SHIP]
+    discarded = [r for r in racing if judged[r["workload"]][0] is lift.Outcome.DISCARD]
+    for record in discarded:
+        _, reason, why = judged[record["workload"]]
+        record.update(state=arms.DROPPED, reason=reason, message=f"{lift.Outcome.DISCARD.value}: {why}")
+    if discarded:
+        weights = candidates.to_baseline(experiment, state.weights, [r["workload"] for r in discarded])
+        state = dataclasses.replace(_standing(experiment, state, records), weights=weights)
+    told = tuple(
+        Event("Warning", "CandidateDropped", f"dropped {r['workload']} at {where}: {r['message']}")
+        for r in discarded
+    )
+
+    def each(chosen: Sequence[Mapping[str, Any]]) -> str:
+        """Why, per candidate: this evaluation's judgement, else why it was dropped earlier."""
+        return "; ".join(
+            f"{r['workload']}: {judged[r['workload']][2] if r['workload'] in judged else r['message']}"
+            for r in chosen
+        )
+
+    if shipped:
+        sign = -1.0 if objective.direction is spec_ab.Direction.DECREASE else 1.0
+        winner = max(shipped, key=lambda r: sign * (estimates[r["workload"]].lift or 0.0))["workload"]
+        state = dataclasses.replace(state, results={**state.results, "winner": winner})
+        state = _standing(experiment, state, records)  # the winner's entry in status.objective
+        why = f"{winner} wins: {judged[winner][2]}"
+        if len(shipped) > 1:
+            why += f" (the largest lift of the candidates that ship: {each(shipped)})"
+        decision = _end(experiment, state, now, lift.Outcome.SHIP, SHIPPED, why, every)
+    elif len(discarded) == len(racing):
+        reason = UNFAIR if all(judged[r["workload"]][1] == UNFAIR for r in discarded) else DISCARDED
+        why = f"every candidate was discarded: {each(records)}"
+        decision = _end(experiment, state, now, lift.Outcome.DISCARD, reason, why, every)
+    elif deadline:
+        left = [r for r in racing if r not in discarded]
+        why = f"no candidate ships by maxDuration: {each(left)}"
+        decision = _end(experiment, state, now, lift.Outcome.ITERATE, ITERATE, why, every)
+    elif discarded:
+        return candidates.drop(experiment, state, discarded, now, where, every)
+    else:
+        summary = "; ".join(f"{w}: " + ", ".join(a.reason for a in per[w]) for w in per)
+        return _continue(experiment, state, now, f"A/B test running: {summary}", every)
+    return dataclasses.replace(decision, events=(*told, *decision.events))
+
+
+_REASONS = {lift.Outcome.SHIP: SHIPPED, lift.Outcome.DISCARD: DISCARDED, lift.Outcome.ITERATE: ITERATE}
+
+
+def _standing(experiment: spec.ExperimentSpec, state: State, records: list[dict[str, Any]]) -> State:
+    """The candidates' records into the status, and as ``status.objective`` the objective entry of the
+    winner once there is one, else of the leader (``arms.winner``), naming it (``variant``)."""
+    state = candidates.with_records(state, records)
+    chosen = arms.winner(experiment, state)
+    entry = next((r.get("objective") for r in records if r["workload"] == chosen), None)
+    if not isinstance(entry, Mapping):
+        return state
+    return dataclasses.replace(state, results={**state.results, "objective": {**entry, "variant": chosen}})
+
+
+def _entries(value: Any) -> list[Mapping[str, Any]]:
+    return [e for e in value if isinstance(e, Mapping)] if isinstance(value, list) else []
+
+
 # --------------------------------------------------------------------------- transitions
 
 
@@ -231,7 +459,7 @@ def _end(
     if outcome is lift.Outcome.SHIP and not experiment.ab.auto_promote:
         message = (
             f"Ship: {why}; waiting for the modelrollout.io/promote annotation "
-            f"(the split stays at {experiment.ab.split}%)"
+            f"(the split stays at {arms.candidate_share(experiment, state.weights)}%)"
         )
         waiting = dataclasses.replace(
             state, phase=Phase.PAUSED, reason=canary.AWAITING_PROMOTION, message=message, action=Action.HOLD
@@ -363,11 +591,15 @@ def _objective_entry(objective: spec_ab.ObjectiveSpec, estimate: lift.Estimate) 
 
 
 def _secondary(
-    experiment: spec.ExperimentSpec, sums: Mapping[str, Mapping[str, Any]], alpha: float
+    experiment: spec.ExperimentSpec,
+    sums: Mapping[str, Mapping[str, Any]],
+    alpha: float,
+    cand: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Each secondary metric's lift of ``cand`` (default: the candidate), at alpha over the metrics."""
     metrics = experiment.secondary_metrics
     corrected = lift.bonferroni(alpha, len(metrics))
-    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    base, cand = experiment.baseline.workload, cand or experiment.the_candidate.workload
     entries = []
     for metric in metrics:
         moments = sums.get(metric.name, {})
@@ -405,8 +637,9 @@ def _segments(
     alpha: float,
     tau: float,
     judge_fairness: bool,
+    cand: str | None = None,
 ) -> list[dict[str, Any]]:
-    base, cand = experiment.baseline.workload, experiment.the_candidate.workload
+    base, cand = experiment.baseline.workload, cand or experiment.the_candidate.workload
     per_segment = {
         key: (_moments(sums, base), _moments(sums, cand)) for key, sums in sorted(segment_sums.items())
     }
@@ -437,7 +670,9 @@ def _segments(
     return entries
 
 
-def _unfair(experiment: spec.ExperimentSpec, segments: Sequence[Mapping[str, Any]]) -> str:
+def _unfair(
+    experiment: spec.ExperimentSpec, segments: Sequence[Mapping[str, Any]], who: str = "the candidate"
+) -> str:
     harmed = [s for s in segments if s.get("unfair")]
     if not harmed:
         return ""
@@ -448,7 +683,7 @@ def _unfair(experiment: spec.ExperimentSpec, segments: Sequence[Mapping[str, Any
         for s in harmed
     )
     return (
-        f"the candidate is worse than the baseline by more than {fairness.margin:.0%} in {names} "
+        f"{who} is worse than the baseline by more than {fairness.margin:.0%} in {names} "
         f"(intervals corrected across {len(segments)} segments)"
     )
 
@@ -467,8 +702,12 @@ def _plan(
     sample: model.MetricSample | None,
     state: State,
     now: datetime.datetime,
+    candidates: int = 1,
 ) -> dict[str, Any] | None:
-    """Sample size up front, from the first interval with data: the baseline's rate and the traffic."""
+    """Sample size up front, from the first interval with data: the baseline's rate and the traffic.
+
+    With several ``candidates`` the split is shared among them: the plan is for one (baseline,
+    candidate) comparison at alpha over the candidates, and its duration for the smallest arm."""
     objective = _objective(experiment)
     base = experiment.baseline.workload
     if sample is None or sample.sums is None or base not in sample.sums:
@@ -484,26 +723,30 @@ def _plan(
             return None  # the variance needs several intervals: planned once it is known
         sd = max(first.squares / first.count - mean * mean, 0.0) ** 0.5
     ab = experiment.ab
+    each = ab.split / candidates  # a candidate's share of the users
     per_arm = lift.samples_per_arm(
         kind,
         mean,
         sd,
         objective.minimum_effect,
-        experiment.analysis.alpha,
+        lift.bonferroni(experiment.analysis.alpha, candidates),
         objective.power,
-        ab.split,
+        ab.split if candidates == 1 else 100 * each / (100 - ab.split + each),  # its share of the pair
         direction=objective.direction.value,
     )
     total = sum(s.count for s in sample.sums.values())
     rate = total / window
-    duration = lift.expected_duration(per_arm, rate, ab.split) if per_arm is not None else None
+    smallest = ab.split if candidates == 1 else min(each, 100 - ab.split)
+    duration = lift.expected_duration(per_arm, rate, smallest) if per_arm is not None else None
     what = f"{objective.minimum_effect:+.1%} {objective.metric}"
     if per_arm is None or duration is None:
         message = f"cannot plan for {what} from the first interval"
     else:
         message = (
             f"detecting {what} with {objective.power:.0%} power needs {per_arm} observations in the smaller "
-            f"arm: about {_duration(duration)} at a {ab.split}% split and {rate:.3g}/s"
+            f"arm: about {_duration(duration)} at a {ab.split}% split"
+            + (f" over {candidates} candidates" if candidates > 1 else "")
+            + f" and {rate:.3g}/s"
         )
         if duration > ab.max_duration:
             message += f", longer than maxDuration {_duration(ab.max_duration)}"
@@ -523,13 +766,17 @@ def _timeline(
     estimate: lift.Estimate,
     weights: Mapping[str, int],
     moments: Mapping[str, Any],
+    variant: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The timeline with this evaluation's point added (``variant``: whose lift it is, with several)."""
     points = [p for p in previous if isinstance(p, Mapping)] if isinstance(previous, list) else []
     point: dict[str, Any] = {
         "time": model.to_iso(now),
         "weights": dict(weights),
         "samples": _samples(moments),
     }
+    if variant is not None:
+        point["variant"] = variant
     if estimate.lift is not None:
         point["lift"] = round(estimate.lift, 6)
     if estimate.interval is not None:
@@ -541,14 +788,16 @@ def _timeline(
 
 
 def _srm_summary(
-    ab: spec_ab.ABTestSpec, finding: srm.Finding, assignments: Mapping[str, ports.QueryResult] | None
+    ab: spec_ab.ABTestSpec,
+    finding: srm.Finding | None,
+    assignments: Mapping[str, ports.QueryResult] | None,
 ) -> dict[str, Any]:
     if ab.assignment_query is None:
         return {
             "checked": False,
             "message": "not checked: set abTest.assignmentQuery to count assigned users",
         }
-    if finding.detected:
+    if finding is not None and finding.detected:
         return {"checked": True, "passed": False, "message": finding.message}
     return {"checked": True, "passed": True, "message": "the users' shares match the split"}
 

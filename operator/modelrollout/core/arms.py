@@ -8,6 +8,9 @@ while the others carry on.  A canary step's percentage is the share of traffic o
 the candidates still in the race, split equally among them (largest remainder, the
 earlier candidate first); at promotion the *winner* gets 100 %.
 
+(An A/B test of several candidates picks its winner itself, core/abtest.py: the candidate judged Ship
+with the largest lift; the ranking below picks the leader it reports and a manual promotion takes.)
+
 Which candidate wins a canary: the one ranked best on the ranking metric (the
 objective when the spec names one, else the first metric) by its request-weighted
 average over every evaluation of the rollout.  Each of them passed its guardrails
@@ -58,6 +61,10 @@ def records(experiment: spec.ExperimentSpec, state: State) -> list[dict[str, Any
                 "failedChecks": _count(old.get("failedChecks")),
                 "noDataChecks": _count(old.get("noDataChecks")),
                 **({"score": dict(old["score"])} if isinstance(old.get("score"), Mapping) else {}),
+                # An A/B test's: the candidate's objective entry (the shape of status.objective).
+                **(
+                    {"objective": dict(old["objective"])} if isinstance(old.get("objective"), Mapping) else {}
+                ),
             }
         )
     return result
@@ -68,6 +75,13 @@ def active(experiment: spec.ExperimentSpec, state: State) -> tuple[str, ...]:
     if not several(experiment):
         return experiment.workloads
     return tuple(r["workload"] for r in records(experiment, state) if r["state"] == ACTIVE)
+
+
+def dropped(experiment: spec.ExperimentSpec, state: State) -> tuple[str, ...]:
+    """The candidates dropped from the race (none with a single candidate)."""
+    if not several(experiment):
+        return ()
+    return tuple(r["workload"] for r in records(experiment, state) if r["state"] == DROPPED)
 
 
 def split(

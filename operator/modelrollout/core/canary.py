@@ -234,6 +234,10 @@ def _start_now(experiment: spec.ExperimentSpec, state: State, now: datetime.date
         from modelrollout.core import abtest
 
         return abtest.start(experiment, state, now)
+    if experiment.is_bandit:
+        from modelrollout.core import banditrun  # the bandit builds on this module
+
+        return banditrun.start(experiment, state, now)
     if experiment.has_shadow_phase and shadow_pending(state):
         from modelrollout.core import shadow  # the shadow phase builds on this module
 
@@ -310,7 +314,11 @@ def finish(
 ) -> model.Decision:
     promoted = phase is Phase.SUCCEEDED
     results = dict(state.results)
-    if promoted and arms.several(experiment):
+    if promoted and experiment.is_bandit:
+        from modelrollout.core import banditrun
+
+        results["winner"] = banditrun.to_promote(experiment, state)
+    elif promoted and arms.several(experiment):
         results["winner"] = arms.winner(experiment, state)
     # A Shadow never sends users to the candidate: even promoted by hand, it ends on the baseline.
     to_candidate = promoted and experiment.strategy is not spec.Strategy.SHADOW
@@ -387,6 +395,10 @@ def _evaluate(
         from modelrollout.core import abtest  # the A/B test builds on this module
 
         return abtest.evaluate(experiment, state, obs, now, analyses)
+    if experiment.is_bandit:
+        from modelrollout.core import banditrun
+
+        return banditrun.evaluate(experiment, state, obs, now, analyses)
     if experiment.has_shadow_phase and shadow_pending(state):
         from modelrollout.core import shadow
 

@@ -42,20 +42,7 @@ def evaluate(
     records = arms.records(experiment, state)
     racing = [r for r in records if r["state"] == arms.ACTIVE]
     ranking = arms.rank_metric(experiment)
-    started = state.step_started_at
-    window_start = state.last_evaluated_at or started
-    first_of_step = (
-        started is None or window_start is None or window_start - started < canary.WEIGHT_CHANGE_SETTLE
-    )
-    # The weights before the last change (a step, a drop): windows right after it straddle it.
-    kept_srm = state.analysis.get("srm") or {}
-    last, before = kept_srm.get("weights"), kept_srm.get("before")
-    if not isinstance(last, Mapping):
-        before = {}  # nothing evaluated yet: the candidates had nothing before the first step
-    elif dict(last) != dict(state.weights):
-        before = dict(last)
-    previous = before if first_of_step and isinstance(before, Mapping) else None
-
+    previous, before = straddled(state)
     workloads = [r["workload"] for r in racing]
     per, memory, detected = assess_each(experiment, state, obs, analyses, workloads, previous)
     memory["srm"] = {**memory["srm"], "weights": dict(state.weights), "before": before}
@@ -90,15 +77,10 @@ def evaluate(
             assessments=every,
         )
     if dropped:
-        return _drop(experiment, state, dropped, now, step_name, every)
-    if holds:
-        message = f"holding at {step_name}: " + "; ".join(holds)
-        told = codes[0] == "NoData" and state.reason == "NoData"  # missing data: told once
-        return _stay(experiment, state, now, codes[0], message, every, warn=not told)
-    if detected is not None:
-        message = f"holding at {step_name}: {detected.message}"
-        told = state.reason == "SampleRatioMismatch"
-        return _stay(experiment, state, now, "SampleRatioMismatch", message, every, warn=not told)
+        return drop(experiment, state, dropped, now, step_name, every)
+    held = hold(experiment, state, now, step_name, holds, codes, detected, every)
+    if held is not None:
+        return held
 
     summary = "; ".join(f"{w}: " + ", ".join(a.reason for a in per[w]) for w in per)
     verdict = guardrails.combine(list(every))
@@ -110,6 +92,46 @@ def evaluate(
         message = f"{step_name}: not conclusive yet: {summary}"
         return _stay(experiment, state, now, "Inconclusive", message, every, warn=False)
     return canary.passed(experiment, state, obs, now, step_name, summary, every)
+
+
+def straddled(state: State) -> tuple[Mapping[str, int] | None, Any]:
+    """The weights before the last change (a step, a drop) when this evaluation's window straddles it
+    (None: it does not), and the weights before it to remember (``srm.before``, with ``srm.weights``)."""
+    started = state.step_started_at
+    window_start = state.last_evaluated_at or started
+    first_of_step = (
+        started is None or window_start is None or window_start - started < canary.WEIGHT_CHANGE_SETTLE
+    )
+    kept_srm = state.analysis.get("srm") or {}
+    last, before = kept_srm.get("weights"), kept_srm.get("before")
+    if not isinstance(last, Mapping):
+        before = {}  # nothing evaluated yet: the candidates had nothing before the first step
+    elif dict(last) != dict(state.weights):
+        before = dict(last)
+    return (before if first_of_step and isinstance(before, Mapping) else None), before
+
+
+def hold(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    now: datetime.datetime,
+    where: str,
+    holds: Sequence[str],
+    codes: Sequence[str],
+    mismatch: srm.Finding | None,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision | None:
+    """Hold everything on a candidate's check failing or data missing below its limit (``tally``), or
+    on a sample-ratio mismatch; None: go on.  ``where`` names the place in the rollout."""
+    if holds:
+        message = f"holding at {where}: " + "; ".join(holds)
+        told = codes[0] == "NoData" and state.reason == "NoData"  # missing data: told once
+        return _stay(experiment, state, now, codes[0], message, assessments, warn=not told)
+    if mismatch is not None:
+        message = f"holding at {where}: {mismatch.message}"
+        told = state.reason == "SampleRatioMismatch"
+        return _stay(experiment, state, now, "SampleRatioMismatch", message, assessments, warn=not told)
+    return None
 
 
 def _stay(
@@ -239,7 +261,19 @@ def with_records(state: State, records: list[dict[str, Any]]) -> State:
     )
 
 
-def _drop(
+def to_baseline(
+    experiment: spec.ExperimentSpec, weights: Mapping[str, int], workloads: Sequence[str]
+) -> dict[str, int]:
+    """``weights`` with the weights of ``workloads`` (candidates) moved to the baseline."""
+    moved = dict(weights)
+    base = experiment.baseline.workload
+    for workload in workloads:
+        moved[base] = moved.get(base, 0) + moved.get(workload, 0)
+        moved[workload] = 0
+    return moved
+
+
+def drop(
     experiment: spec.ExperimentSpec,
     state: State,
     dropped: list[dict[str, Any]],
@@ -248,11 +282,7 @@ def _drop(
     assessments: tuple[model.MetricAssessment, ...],
 ) -> model.Decision:
     """The dropped candidates' weight goes to the baseline; the step starts afresh for the others."""
-    weights = dict(state.weights)
-    base = experiment.baseline.workload
-    for record in dropped:
-        weights[base] = weights.get(base, 0) + weights.get(record["workload"], 0)
-        weights[record["workload"]] = 0
+    weights = to_baseline(experiment, state.weights, [record["workload"] for record in dropped])
     events = tuple(
         Event("Warning", "CandidateDropped", f"dropped {r['workload']} at {step_name}: {r['message']}")
         for r in dropped

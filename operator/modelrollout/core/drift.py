@@ -33,6 +33,11 @@ def unfinished_move(experiment: spec.ExperimentSpec, state: State, obs: model.Ob
     """
     if state.phase is not Phase.PROGRESSING or state.step < 1 or obs.weights is None:
         return False
+    if experiment.is_bandit:  # it moves every interval: the weights before its last move are in its memory
+        kept = state.analysis.get("bandit") or {}
+        last = kept.get("previous")
+        moved_from = dict(last) if isinstance(last, Mapping) else arms.split(experiment, 0)
+        return dict(obs.weights) == moved_from != dict(state.weights)
     before = experiment.canary.steps[state.step - 2] if state.step > 1 else 0
     held = arms.candidate_share(experiment, obs.weights)
     return held == before and held != arms.candidate_share(experiment, state.weights)

@@ -86,6 +86,15 @@ AB_SCENARIOS = {
 }
 
 
+# The bandit: three models, one of them converting twice as often (examples/03-demo/bandit.yaml).
+BANDIT_EXPERIMENT = "churn-bandit"
+BANDIT_CONVERSION = {"churn-v1": 0.04, "churn-v2": 0.04, "churn-v3": 0.08}
+BANDIT_STORY = (
+    "churn-v3 converts 8% of requests, churn-v1 (the baseline) and churn-v2 4%: the bandit moves "
+    "traffic to churn-v3 and promotes it"
+)
+
+
 def examples_dir() -> Path:
     """``examples/`` of the source tree (the demo runs from a checkout)."""
     return Path(__file__).resolve().parents[3] / "examples"
@@ -94,9 +103,12 @@ def examples_dir() -> Path:
 def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> int:
     if scenario_name in AB_SCENARIOS:
         return ab_main(AB_SCENARIOS[scenario_name], scenario_name, rps=max(rps, 300.0), timeout=timeout)
+    if scenario_name == "bandit":
+        return bandit_main(rps=max(rps, 300.0), timeout=timeout)
     scenario = SCENARIOS.get(scenario_name)
     if scenario is None:
-        print(f"unknown scenario {scenario_name!r}; choose one of: {', '.join([*SCENARIOS, *AB_SCENARIOS])}")
+        known = ", ".join([*SCENARIOS, *AB_SCENARIOS, "bandit"])
+        print(f"unknown scenario {scenario_name!r}; choose one of: {known}")
         return 2
     examples = examples_dir()
     print(f"scenario {scenario_name}: {scenario.story}; expecting {scenario.expected}")
@@ -181,6 +193,50 @@ def ab_main(scenario: ABScenario, name: str, *, rps: float, timeout: float) -> i
         print()
         print(report.markdown_summary(body))
         return 0 if (final.get("phase"), final.get("outcome")) == scenario.expected else 1
+
+
+def bandit_main(*, rps: float, timeout: float) -> int:
+    """A bandit (examples/03-demo/bandit.yaml) over three models, called by 2000 simulated users."""
+    from modelrollout.localstack import mesh
+
+    print(f"scenario bandit: {BANDIT_STORY}")
+    print("starting: Kubernetes API emulator, mesh simulator (users), Prometheus ...")
+    outcomes = {w: traffic.Outcomes(conversion=rate) for w, rate in BANDIT_CONVERSION.items()}
+    users = mesh.Users(count=2000, outcomes=outcomes, seed=1)
+    with stack.LocalStack() as local:
+        local.create_namespace(NAMESPACE)
+        local.add_ab_app(NAMESPACE, BASELINE, BASELINE, users, rps, more={"v3": BASELINE})
+        operator = local.start_operator()
+        print(f"operator started (log: {operator.log_path}); applying examples/03-demo/bandit.yaml")
+        local.apply_file(examples_dir() / "03-demo" / "bandit.yaml", NAMESPACE)
+        started = time.monotonic()
+        final: dict[str, Any] = {}
+        for status in local.watch_status(NAMESPACE, BANDIT_EXPERIMENT, timeout=timeout):
+            if status.get("phase"):
+                print(_bandit_line(time.monotonic() - started, status))
+            if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
+                final = status
+                break
+        if not final:
+            print(f"no final phase after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
+            return 1
+        print(f"\n{final['phase']}: {final.get('message', '')}")
+        for arm in (final.get("bandit") or {}).get("arms") or []:
+            rate = arm.get("pooledRate")
+            shown = "n/a" if rate is None else f"{rate:.2%}"
+            converted, served = arm.get("successes", 0), arm.get("trials", 0)
+            print(f"  {arm['workload']}: {converted:.0f} conversions of {served:.0f} requests ({shown})")
+        print(f"  winner: {final.get('winner', 'none (the baseline stays)')}")
+        return 0 if (final.get("phase"), final.get("winner")) == ("Succeeded", "churn-v3") else 1
+
+
+def _bandit_line(elapsed: float, status: dict[str, Any]) -> str:
+    record = status.get("bandit") or {}
+    weights = " / ".join(f"{w} {p}%" for w, p in (status.get("weights") or {}).items()) or "-"
+    chances = " / ".join(f"{w} {p:.2f}" for w, p in (record.get("probabilityBest") or {}).items())
+    stage = record.get("stage", "")
+    head = f"[{elapsed:5.1f}s] {status.get('phase', ''):<11} {stage:<10} {weights}"
+    return f"{head}  P(best) {chances or '-'}\n{'':9}{status.get('message', '')}"
 
 
 def _settled_route(local: stack.LocalStack, final: dict[str, Any], timeout: float = 10.0) -> dict[str, int]:

@@ -283,12 +283,19 @@ def _metrics_section(body: Mapping[str, Any], metrics: list[Any]) -> list[str]:
 
 
 def _candidates_section(candidates: list[Mapping[str, Any]], winner: Any) -> list[str]:
-    """Several candidates: who is still in the race, who was dropped and why, the ranking score."""
+    """Several candidates: who is still in the race, who was dropped and why, the ranking score (an A/B
+    test's: the objective's lift and interval)."""
     rows = []
     for record in candidates:
         score = _map(record.get("score"))
         value = _number(score.get("value"))
         shown = f"{score.get('metric')} {value:.4g}" if value is not None else MISSING
+        objective = _map(record.get("objective"))
+        lift, interval = _number(objective.get("lift")), _pair(objective.get("interval"))
+        if lift is not None:
+            shown = f"{objective.get('metric')} lift {lift:+.1%}" + (
+                f" [{interval[0]:+.1%}, {interval[1]:+.1%}]" if interval is not None else ""
+            )
         workload = _text(record.get("workload"))
         rows.append(
             [

@@ -20,10 +20,11 @@ It never replaces a mirror the user set, and what it replaced on a route (a
 mirror of the user's to the very candidate) is saved and put back.
 
 The one exception to that rule is an A/B test with cookie affinity
-(``RouteTarget.sticky``): while it runs, it *inserts* three http routes of its
-own, named ``mexp-<experiment>-<route>-...``, directly before each managed
-route, and removes them again when the split stops running or the experiment
-ends (see ``with_sticky_split``).  The name prefix ``mexp-`` is reserved for
+(``RouteTarget.sticky``): while it runs, it *inserts* http routes of its own
+(one per variant with traffic, and one that assigns new users), named
+``mexp-<experiment>-<route>-...``, directly before each managed route, and
+removes them again when the split stops running or the experiment ends (see
+``with_sticky_split``).  The name prefix ``mexp-`` is reserved for
 such inserted routes: they are never managed routes themselves, and unnamed
 routes are keyed by their position among the routes nobody inserted, so an
 insertion never shifts another experiment's ``#<index>`` keys.
@@ -609,7 +610,7 @@ def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights:
     Istio tries the http routes in order and the first that matches wins; the
     HTTPMatchRequests in one ``match`` list are ORed, the fields within one are
     ANDed, and a route without ``match`` takes everything.  So while the split
-    runs (the candidate gets strictly between 0 and 100), three routes go
+    runs (the baseline gets strictly between 0 and 100), these routes go
     directly before each managed route ``R``, copying all of R's fields but
     ``name``, ``match`` and ``route``:
 
@@ -618,12 +619,15 @@ def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights:
        routes all of it to the baseline's destination.  Envoy matches header
        regexes with RE2 against the *whole* value, hence the anchored
        ``^(.*?;\\s*)?<cookie>=<workload>(;.*)?$`` (the cookie anywhere in the list).
-    2. ``mexp-<experiment>-<R>-<candidate>``: the same for the candidate.
+    2. ``mexp-<experiment>-<R>-<candidate>``: the same for each candidate with a
+       weight above 0.  A candidate at 0 (dropped from an A/B test of several)
+       has none: its users fall through to the assign route, which gives them
+       another variant and a cookie naming it in place of theirs.
     3. ``mexp-<experiment>-<R>-assign``: R's matches ANDed with the cohort (no
        ``match`` at all when neither has one): the users without a cookie.
        Their first request is split by weight exactly as ``with_weights``
        would split R (destinations the experiment does not own keep their
-       weights), and the baseline's and candidate's destinations carry
+       weights), and each variant's destination carries
        ``headers.response.add`` of a ``Set-Cookie`` naming their workload:
        Istio adds a destination's response headers only when that destination
        served the request, so the cookie records where the user landed.
@@ -631,7 +635,7 @@ def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights:
     R itself serves the requests outside the cohort: they stay on the
     baseline (R's owned weights are held at baseline 100, which leaves R as
     ``ensure_structure`` made it unless something else had sent traffic to
-    the candidate).  When the split does not run (0 or 100 for the candidate:
+    the candidate).  When the split does not run (0 or 100 for the baseline:
     before the start, a rollback, a promotion) the inserted routes are removed
     and the weights are written to R as ``with_weights`` does.
 
@@ -648,13 +652,13 @@ def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights:
     http: list[Object] = new["spec"]["http"]
     keys = route_keys(http)
     percents = [weights.get(v.workload, 0) for v in target.variants]
-    running = 0 < percents[1] < 100
+    running = 0 < percents[0] < 100  # the baseline shares the users with some candidate
     result: list[Object] = []
     for i, route in enumerate(http):
         if i in indices:
             where = f"http route {keys[i]} of {_where(target)}"
             if running:
-                _apply_split(route, target, [100, 0], where)
+                _apply_split(route, target, [100] + [0] * (len(target.variants) - 1), where)
                 result += sticky_routes(route, keys[i], target, percents)
             else:
                 _apply_split(route, target, percents, where)
@@ -666,9 +670,10 @@ def with_sticky_split(vs: Mapping[str, Any], target: ports.RouteTarget, weights:
 def sticky_routes(
     route: Mapping[str, Any], key: str, target: ports.RouteTarget, percents: Sequence[int]
 ) -> list[Object]:
-    """The three routes an A/B test inserts before the managed ``route`` while its split runs.
+    """The routes an A/B test inserts before the managed ``route`` while its split runs.
 
-    See ``with_sticky_split``; ``percents`` are the split, per variant.
+    See ``with_sticky_split``; ``percents`` are the split, per variant (one without traffic gets no
+    sticky route).
     """
     sticky = target.sticky
     if sticky is None:
@@ -704,7 +709,9 @@ def sticky_routes(
         )
 
     inserted: list[Object] = []
-    for variant, name in zip(target.variants, names, strict=False):
+    for variant, name, percent in zip(target.variants, names, percents, strict=False):
+        if percent == 0:
+            continue  # no one is kept there: its users are assigned anew
         cookie = {"headers": {"cookie": {"regex": cookie_regex(sticky.cookie, variant.workload)}}}
         entry = copy.deepcopy(route["route"][owned[variant.workload]])
         entry["weight"] = 100
@@ -806,8 +813,8 @@ def _check_target(target: ports.RouteTarget) -> None:
             )
     if sticky is None:
         return
-    if len(workloads) != 2:
-        raise ValueError(f"an A/B test routes a baseline and exactly one candidate, got {workloads}")
+    if len(workloads) < 2:
+        raise ValueError(f"an A/B test routes a baseline and at least one candidate, got {workloads}")
     if not _COOKIE_NAME.fullmatch(sticky.cookie):
         raise ValueError(f"the sticky cookie's name must be a token (RFC 6265), got {sticky.cookie!r}")
     age = sticky.max_age_seconds
