@@ -152,8 +152,8 @@ class Reconciler:
         if canary.evaluation_due(experiment, state, now):
             window, now = evaluation_window(state, experiment.interval, now)
             provider = self.providers(experiment.prometheus, meta["namespace"])
-            # An A/B test no longer measures the candidates it dropped (no users, so no data).
-            skip = arms.dropped(experiment, state) if experiment.is_ab_test else ()
+            # Candidates dropped from the race are no longer measured (no traffic, so no data).
+            skip = arms.dropped(experiment, state)
             name, namespace, istio = meta["name"], meta["namespace"], self._telemetry(provider)
             metrics, requests = measure.measure(
                 experiment, name, namespace, provider, window, now, istio, skip=skip
