@@ -80,15 +80,7 @@ def evaluate(
     samples = {sample.name: sample for sample in obs.metrics or ()}
 
     # The objective's and secondary metrics' running sums, overall and per segment.
-    kept = dict(state.analysis.get("abtest", {}))
-    sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
-    segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
-    kept.update(sums=sums, segments=segment_sums)
-    fairness_metric = _fairness_metric(experiment)
-    if fairness_metric is not None:
-        kept["fairnessSegments"] = _accumulate_segments(
-            kept.get("fairnessSegments"), samples.get(fairness_metric)
-        )
+    kept, sums, segment_sums, fairness_metric = _running_sums(experiment, state, samples)
 
     # Sample-ratio mismatch on the unit the split randomizes (users newly assigned).
     # The first windows straddle the start: routes land and new series appear (counted from their first
@@ -247,15 +239,7 @@ def _evaluate_several(
     samples = {sample.name: sample for sample in obs.metrics or ()}
 
     # The running sums, keyed by workload: one set for all candidates (the baseline's is shared).
-    kept = dict(state.analysis.get("abtest", {}))
-    sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
-    segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
-    kept.update(sums=sums, segments=segment_sums)
-    fairness_metric = _fairness_metric(experiment)
-    if fairness_metric is not None:
-        kept["fairnessSegments"] = _accumulate_segments(
-            kept.get("fairnessSegments"), samples.get(fairness_metric)
-        )
+    kept, sums, segment_sums, fairness_metric = _running_sums(experiment, state, samples)
 
     # Guardrails and the sample-ratio check (on the users newly assigned) per (baseline, candidate).
     previous, before = candidates.straddled(state)
@@ -478,6 +462,24 @@ def _with_outcome(decision: model.Decision, outcome: str) -> model.Decision:
 
 
 # --------------------------------------------------------------------------- sums
+
+
+def _running_sums(
+    experiment: spec.ExperimentSpec, state: State, samples: Mapping[str, model.MetricSample]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]], str | None]:
+    """The A/B memory with this interval's sums added: the memory, the objective's and secondary
+    metrics' sums, the objective's per segment, and the fairness metric when it has its own."""
+    objective = _objective(experiment)
+    kept = dict(state.analysis.get("abtest", {}))
+    sums = _accumulate(kept.get("sums"), samples, [objective.metric, *_secondary_names(experiment)])
+    segment_sums = _accumulate_segments(kept.get("segments"), samples.get(objective.metric))
+    kept.update(sums=sums, segments=segment_sums)
+    fairness_metric = _fairness_metric(experiment)
+    if fairness_metric is not None:
+        kept["fairnessSegments"] = _accumulate_segments(
+            kept.get("fairnessSegments"), samples.get(fairness_metric)
+        )
+    return kept, sums, segment_sums, fairness_metric
 
 
 def _accumulate(
