@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +127,8 @@ def main(scenario_name: str, *, rps: float = 200.0, timeout: float = 240.0) -> i
         operator = local.start_operator()
         print(f"operator started (log: {operator.log_path}); applying examples/03-demo/{scenario.manifest}")
         local.apply_file(examples / "03-demo" / scenario.manifest, NAMESPACE)
-        started = time.monotonic()
-        final: dict[str, Any] = {}
-        for status in local.watch_status(NAMESPACE, EXPERIMENT, timeout=timeout):
-            if status.get("phase"):
-                print(_line(time.monotonic() - started, status))
-            if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
-                final = status
-                break
+        final = _follow(local, operator, EXPERIMENT, timeout, _line)
         if not final:
-            print(f"no final phase after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
             return 1
         seen = {w: local.mesh.observed(NAMESPACE, w) for w in ("churn-v1", "churn-v2")}
         print(f"\n{final['phase']}: {final.get('message', '')}")
@@ -209,16 +202,8 @@ def bandit_main(*, rps: float, timeout: float) -> int:
         operator = local.start_operator()
         print(f"operator started (log: {operator.log_path}); applying examples/03-demo/bandit.yaml")
         local.apply_file(examples_dir() / "03-demo" / "bandit.yaml", NAMESPACE)
-        started = time.monotonic()
-        final: dict[str, Any] = {}
-        for status in local.watch_status(NAMESPACE, BANDIT_EXPERIMENT, timeout=timeout):
-            if status.get("phase"):
-                print(_bandit_line(time.monotonic() - started, status))
-            if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
-                final = status
-                break
+        final = _follow(local, operator, BANDIT_EXPERIMENT, timeout, _bandit_line)
         if not final:
-            print(f"no final phase after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
             return 1
         print(f"\n{final['phase']}: {final.get('message', '')}")
         for arm in (final.get("bandit") or {}).get("arms") or []:
@@ -228,6 +213,25 @@ def bandit_main(*, rps: float, timeout: float) -> int:
             print(f"  {arm['workload']}: {converted:.0f} conversions of {served:.0f} requests ({shown})")
         print(f"  winner: {final.get('winner', 'none (the baseline stays)')}")
         return 0 if (final.get("phase"), final.get("winner")) == ("Succeeded", "churn-v3") else 1
+
+
+def _follow(
+    local: stack.LocalStack,
+    operator: stack.OperatorProcess,
+    name: str,
+    timeout: float,
+    line: Callable[[float, dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Print a ``line`` per status of experiment ``name`` until a final phase: that status, or {}
+    (and the operator's log) when none came within ``timeout``."""
+    started = time.monotonic()
+    for status in local.watch_status(NAMESPACE, name, timeout=timeout):
+        if status.get("phase"):
+            print(line(time.monotonic() - started, status))
+        if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
+            return status
+    print(f"no final phase after {timeout:.0f}s; operator log:\n{operator.log_text()[-3000:]}")
+    return {}
 
 
 def _bandit_line(elapsed: float, status: dict[str, Any]) -> str:
