@@ -118,16 +118,29 @@ class Notifier:
         status: Mapping[str, Any],
         events: ports.EventSink,
     ) -> list[concurrent.futures.Future[None]]:
-        return [
-            self._pool.submit(self._deliver, target, kind, body, status, events)
-            for target in targets
-            for kind in found
-            if kind in target.events
-        ]
+        """One task per target, delivering its kinds of this tick in order (a receiver hears
+        StepAdvanced before Promoted); targets are told concurrently."""
+        futures = []
+        for target in targets:
+            kinds = [kind for kind in found if kind in target.events]
+            if kinds:
+                futures.append(self._pool.submit(self._deliver_all, target, kinds, body, status, events))
+        return futures
 
     def submit(self, work: Callable[..., None], *args: Any) -> concurrent.futures.Future[None]:
         """Other after-the-fact work (post-rollout webhooks) on the same pool."""
         return self._pool.submit(work, *args)
+
+    def _deliver_all(
+        self,
+        target: NotificationSpec,
+        kinds: Sequence[NotificationKind],
+        body: Mapping[str, Any],
+        status: Mapping[str, Any],
+        events: ports.EventSink,
+    ) -> None:
+        for kind in kinds:
+            self._deliver(target, kind, body, status, events)
 
     def _deliver(
         self,
