@@ -172,6 +172,7 @@ def test_a_better_model_ships_users_stay_on_their_variant_and_promotion_cleans_u
         time.sleep(0.1)
     main = http_routes(app)[0]["route"]
     assert {e["destination"]["subset"]: e.get("weight") for e in main} == {"v1": 0, "v2": 100}
+    app.wait_event("Promoted")  # Events follow the status write
     reasons = app.event_reasons()
     for reason in ("Started", "Shipped", "AwaitingPromotion", "Promoted"):
         assert reason in reasons, reasons
@@ -201,7 +202,7 @@ def test_a_worse_model_is_discarded_and_the_routes_are_restored(apps: dict[str, 
         time.sleep(0.1)
     main = http_routes(app)[0]["route"]
     assert {e["destination"]["subset"]: e.get("weight", 100) for e in main}["v1"] == 100
-    assert "Discarded" in app.event_reasons()
+    app.wait_event("Discarded")  # Events follow the status write
 
 
 def test_an_aa_test_finds_no_difference_and_passes_the_sample_ratio_check(apps: dict[str, App]) -> None:

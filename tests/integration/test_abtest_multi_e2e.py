@@ -174,6 +174,7 @@ def test_the_best_candidate_ships_a_broken_one_is_dropped_and_its_users_reassign
         "v3": 100,
         "v4": 0,
     }
+    app.wait_event("Promoted", name=NAME)  # Events follow the status write
     reasons = app.event_reasons(NAME)
     assert reasons.count("CandidateDropped") == 1
     for reason in ("Started", "Shipped", "AwaitingPromotion", "Promoted"):
@@ -197,4 +198,4 @@ def test_every_candidate_worse_is_discarded(apps: dict[str, App]) -> None:
     wait_routes(app, ["main"])
     main = http_routes(app)[0]["route"]
     assert {e["destination"]["subset"]: e.get("weight", 100) for e in main}["v1"] == 100
-    assert "Discarded" in app.event_reasons(NAME)
+    app.wait_event("Discarded", name=NAME)  # Events follow the status write

@@ -135,6 +135,7 @@ def test_the_bandit_moves_traffic_to_the_best_model_and_promotes_it(apps: dict[s
     assert record["stage"] == "Decided" and record["intervals"] >= 3
     arms = {a["workload"]: a for a in record["arms"]}
     assert arms[V3]["trials"] > arms[V2]["trials"]  # most traffic went where the reward was
+    app.wait_event("Promoted", name=NAME)  # Events follow the status write
     reasons = app.event_reasons(name=NAME)
     assert reasons[0] == "Started" and "Shipped" in reasons and "Promoted" in reasons
     assert "CandidateDropped" not in reasons and "RolledBack" not in reasons

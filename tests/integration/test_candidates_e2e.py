@@ -63,6 +63,7 @@ def test_three_candidates_drop_the_bad_one_and_promote_the_best(app: App) -> Non
     assert seen[dropped_at]["weights"] == {"churn-v1": 80, "churn-v2": 10, "churn-v3": 0, "churn-v4": 10}
     assert all(w["churn-v3"] == 0 for w in weights[weights.index(seen[dropped_at]["weights"]) :])
     assert {"churn-v1": 40, "churn-v2": 30, "churn-v3": 0, "churn-v4": 30} in weights  # step 2, two left
+    app.wait_event("Promoted")  # Events follow the status write
     reasons = app.event_reasons()
     assert reasons.count("CandidateDropped") == 1 and "Promoted" in reasons
     assert "RolledBack" not in reasons

@@ -138,6 +138,7 @@ def test_confirm_promotion_gate_notifications_and_metrics(make_app: Any, receive
     assert final["phase"] == "Succeeded", final.get("message")
     assert "approval" not in final
     app.wait_weights({"v1": 0, "v2": 100})
+    app.wait_event("Promoted")  # Events follow the status write
     reasons = app.event_reasons()
     for reason in ("AwaitingApproval", "ApprovalRefused", "ApprovalGranted", "Promoted"):
         assert reason in reasons

@@ -174,6 +174,7 @@ def test_operator_sigkilled_in_every_phase_continues_where_it_was(apps: Apps) ->
     app["paused"].local.patch_experiment(app["paused"].namespace, "churn-v2", {"spec": {"paused": False}})
     resumed = app["paused"].wait_for(lambda s: s.get("phase") == "Progressing", timeout=20)[-1]
     assert resumed["step"] == 1 and resumed["reason"] == "Resumed"
+    app["paused"].wait_event("Resumed")  # Events follow the status write
     reasons = app["paused"].event_reasons()
     assert reasons.count("Paused") == 1 and reasons.count("Started") == 1 and reasons.count("Resumed") == 1
 
@@ -182,6 +183,7 @@ def test_operator_sigkilled_in_every_phase_continues_where_it_was(apps: Apps) ->
     assert started["step"] == 1 and steps_of(started) == [1]
     app["created"].wait_weights(routes_of(started))
     assert routes_of(started) == {"v1": 95, "v2": 5}
+    app["created"].wait_event("Started")
     assert app["created"].event_reasons().count("Started") == 1
 
     # Pending: still waiting, told once; its VirtualService arriving starts it.
@@ -195,6 +197,7 @@ def test_operator_sigkilled_in_every_phase_continues_where_it_was(apps: Apps) ->
     later_vs = pending.local.virtual_service(pending.namespace, "churn-later")
     primary = next(r for r in later_vs["spec"]["http"] if r["name"] == "primary")
     assert {e["destination"]["subset"]: e["weight"] for e in primary["route"]} == {"v1": 95, "v2": 5}
+    pending.wait_event("Started")
     assert pending.event_reasons().count("Started") == 1
 
 

@@ -84,6 +84,7 @@ def test_a_failing_candidate_is_caught_with_no_user_facing_traffic(apps: dict[st
     served = app.local.mesh.observed(app.namespace, "churn-v2")
     assert served.requests > 0 and served.errors > 0
     assert app.local.mesh.mirrored(app.namespace, "churn-v2") == served.requests
+    app.wait_event("RolledBack")  # Events follow the status write
     assert {"ShadowStarted", "RolledBack"} <= set(app.event_reasons())
 
 
