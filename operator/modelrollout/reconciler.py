@@ -23,8 +23,8 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from modelrollout import measure, metrics, notify, ports, spec, spec_hooks, status, webhooks
-from modelrollout.core import approvals, arms, canary, guardrails, model, planning, sequential, shadow
+from modelrollout import measure, metrics, notify, planner, ports, spec, spec_hooks, status, webhooks
+from modelrollout.core import approvals, arms, canary, guardrails, model, shadow
 from modelrollout.providers import telemetry
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class Reconciler:
     metrics: metrics.OperatorMetrics | None = None
     # Where an A/B test's report goes once it has an outcome (a ConfigMap); None: not written.
     reports: Reports | None = None
+    # What a new experiment's plan can detect (status.plan); the operator's computes it off the tick.
+    plans: planner.Planner = dataclasses.field(default_factory=planner.Planner)
     _locks: dict[tuple[str, str], threading.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(threading.Lock)
     )
@@ -161,7 +163,8 @@ class Reconciler:
             assigned = measure.assignments(experiment, name, namespace, provider, window, now, skip=skip)
             has_steps = not (experiment.is_ab_test or experiment.is_bandit)  # a plan is the steps'
             if not (body.get("status") or {}).get("plan") and has_steps:
-                plan = plan_summary(experiment, metrics, requests, window)
+                key = (meta["namespace"], meta["name"])
+                plan = self.plans.summary(key, planner.inputs(experiment, metrics, requests, window))
         else:
             assigned = None
         answers = self._ask_webhooks(experiment, state, body)
@@ -300,44 +303,6 @@ class Reconciler:
         mirror = routes.mirror if routes is not None else None
         if held is None or held != dict(decision.weights) or mirror != target.mirror_percent:
             self.router.set_routes(target, decision.weights)
-
-
-def plan_summary(
-    experiment: spec.ExperimentSpec,
-    metrics: Sequence[model.MetricSample],
-    requests: Mapping[str, ports.QueryResult],
-    window: datetime.timedelta,
-) -> str | None:
-    """What this plan detects with 80 % power at the traffic of the first evaluation."""
-    total = sum(r.value for r in requests.values() if r.ok and r.value)
-    if total <= 0:
-        return None
-    guardrails = sum(1 for m in experiment.metrics if sequential.is_sequential(m))
-    base = planning.Plan(
-        rate=total / window.total_seconds(),
-        steps=experiment.canary.steps,
-        step_duration=experiment.canary.step_duration,
-        interval=experiment.canary.interval,
-        baseline_rate=planning.SLOW_SHARE,
-        alpha=experiment.analysis.alpha,
-        guardrails=max(guardrails, 1),
-        min_samples=experiment.canary.min_samples,
-    )
-    found: list[str] = []
-    for metric, sample in zip(experiment.metrics, metrics, strict=True):
-        if metric.builtin is spec.Builtin.ERROR_RATE and sample.counts:
-            counts = sample.counts.get(experiment.baseline.workload)
-            if counts is None or counts.events <= 0 or counts.total <= 0:
-                continue  # no errors yet: nothing to scale an increase from
-            plan = dataclasses.replace(base, baseline_rate=counts.events / counts.total)
-            what = "error rate"
-        elif metric.builtin in (spec.Builtin.LATENCY_P95, spec.Builtin.LATENCY_P99):
-            plan, what = planning.latency_plan(base), "slow requests"
-        else:
-            continue
-        effect = planning.minimum_detectable_effect(plan, 0.8, runs=400, seed=0, precision=0.05, max_looks=10)
-        found.append(f"{planning.increase(effect)} {what}" if effect else f"not even 32x {what}")
-    return f"this plan detects >= {', '.join(found)} (80% power)" if found else None
 
 
 def evaluation_window(

@@ -18,7 +18,18 @@ from typing import Any
 import kopf
 import kubernetes
 
-from modelrollout import GROUP, kube, metrics, notify, ports, prometheus_auth, reconciler, spec, webhooks
+from modelrollout import (
+    GROUP,
+    kube,
+    metrics,
+    notify,
+    planner,
+    ports,
+    prometheus_auth,
+    reconciler,
+    spec,
+    webhooks,
+)
 from modelrollout.core import model
 from modelrollout.routers import istio
 
@@ -76,6 +87,7 @@ class Runtime:
             ),
             metrics=self.metrics,
             reports=kube.KubeReports(client) if options.report_configmaps else None,
+            plans=planner.Planner(background=True),  # a Monte Carlo: never inside a tick
         )
 
     def serve_metrics(self) -> None:

@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 
-from modelrollout import ports, reconciler, spec
+from modelrollout import planner, ports, reconciler, spec
 from modelrollout.core import model
 from modelrollout.providers.scripted import ScriptedProvider
 from modelrollout.routers.memory import InMemoryRouter
@@ -293,3 +293,18 @@ def test_the_first_evaluation_states_what_the_plan_can_detect():
     assert plan.startswith("this plan detects >= +") and plan.endswith("error rate (80% power)")
     h.tick()
     assert h.status["plan"] == plan  # computed once, kept
+
+
+def test_the_operators_planner_computes_the_plan_off_the_tick_and_a_later_evaluation_writes_it():
+    h = Harness(experiment(metrics=[{"name": "error-rate", "builtin": "error-rate"}]))
+    h.reconciler.plans = planner.Planner(background=True)
+    try:
+        h.tick()  # starts: step 1
+        h.tick()  # first evaluation: the plan is asked for, the tick does not wait for it
+        assert "plan" not in h.status and h.status["metrics"]
+        assert h.reconciler.plans.wait_idle(timeout=60)
+        h.tick()
+        assert h.status["plan"].startswith("this plan detects >= +")
+        assert h.status["plan"].endswith("error rate (80% power)")
+    finally:
+        h.reconciler.plans.close()
