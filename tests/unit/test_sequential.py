@@ -305,3 +305,23 @@ def test_doubt_at_the_last_step_never_promotes():
     )
     assert earlier.assessments[0].verdict is Verdict.INCONCLUSIVE
     assert earlier.state.step == 3  # an earlier step's hold is bounded
+
+
+def test_every_tolerances_harm_evidence_at_once_matches_each_tolerance_on_its_own():
+    """The interval's matrix-vector form against the definition, tolerance by tolerance."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        loglik = evidence.zeros()
+        for _ in range(rng.integers(0, 80)):
+            n, share = int(rng.integers(1, 20000)), float(rng.uniform(0.01, 0.6))
+            effect = float(np.exp(rng.normal(0, 0.7)))
+            bad = int(rng.binomial(n, share * effect / (share * effect + 1 - share)))
+            loglik += evidence.interval_loglik(bad, n - bad, share)
+        for increase in (True, False):
+            fast = evidence._all_harm_log_evidence(loglik, increase)
+            for index in range(0, len(evidence.GRID), 4):
+                log_e = evidence._log_mix(loglik, evidence._harm_prior(index, increase)) - loglik[index]
+                if log_e > -15:
+                    assert fast[index] == pytest.approx(log_e, abs=1e-8)
+                else:  # far below any bound, on both sides
+                    assert fast[index] < -10
