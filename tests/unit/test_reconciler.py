@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import itertools
 
 import pytest
 
@@ -276,12 +277,12 @@ def test_evaluation_windows_tile_without_overlap():
 
 def test_queries_measure_the_time_since_the_last_evaluation():
     h = Harness(experiment())
-    h.tick()  # starts: step 1
-    h.now += datetime.timedelta(seconds=2.5)  # the tick comes late
+    h.tick()  # starts: step 1 at T0
+    h.now = T0 + datetime.timedelta(seconds=22.5)  # the tick comes late: the gap is measured in full
     h.provider.queries.clear()
     h.tick()
-    assert h.provider.queries and all("[12s]" in q for q in h.provider.queries if "[" in q)
-    assert h.status["lastEvaluatedAt"] == "2026-11-23T10:00:12Z"  # started at T0, 12 whole seconds
+    assert h.provider.queries and all("[20s]" in q for q in h.provider.queries if "[" in q)
+    assert h.status["lastEvaluatedAt"] == "2026-11-23T10:00:20Z"  # up to the grid point before the tick
 
 
 def test_the_first_evaluation_states_what_the_plan_can_detect():
@@ -308,3 +309,42 @@ def test_the_operators_planner_computes_the_plan_off_the_tick_and_a_later_evalua
         assert h.status["plan"].endswith("error rate (80% power)")
     finally:
         h.reconciler.plans.close()
+
+
+@pytest.mark.parametrize(
+    ("interval", "step"), [(1, 1), (2, 2), (10, 10), (15, 5), (13, 1), (45, 9), (60, 10), (300, 10)]
+)
+def test_the_window_grid_is_the_largest_divisor_of_the_interval_up_to_ten_seconds(interval, step):
+    assert reconciler.window_grid(datetime.timedelta(seconds=interval)) == step
+
+
+def test_windows_end_on_the_grid_and_ticks_keep_their_own_place_within_it():
+    ten = datetime.timedelta(seconds=10)
+    assert reconciler.on_grid(T0 + datetime.timedelta(seconds=19.99), ten) == T0 + ten
+    assert reconciler.on_grid(T0 + ten, ten) == T0 + ten
+    evaluated = model.State(phase=model.Phase.PROGRESSING, step=1, step_started_at=T0, last_evaluated_at=T0)
+    spec_ = spec.parse_spec(experiment()["spec"])
+    now = T0 + datetime.timedelta(seconds=0.4)  # an evaluation just ended at T0; it asks for 10 s
+    offsets = {reconciler.offset(NS, f"m{i}", ten) for i in range(50)}
+    assert min(offsets) >= 0.5 and max(offsets) <= 8.5 and len(offsets) > 40  # spread, not bunched
+    for name in ("m1", "m2"):
+        delay = reconciler.spread(spec_, evaluated, NS, name, now, 9.6)
+        assert now + datetime.timedelta(seconds=delay) == T0 + ten + datetime.timedelta(
+            seconds=reconciler.offset(NS, name, ten)
+        )
+    # Shorter delays (a gate polled, a move finished) and other phases are left alone.
+    assert reconciler.spread(spec_, evaluated, NS, "m1", now, 2.0) == 2.0
+    paused = dataclasses.replace(evaluated, phase=model.Phase.PAUSED)
+    assert reconciler.spread(spec_, paused, NS, "m1", now, 9.6) == 9.6
+
+
+def test_scheduled_ticks_evaluate_one_interval_after_another_each_ending_on_the_grid():
+    h = Harness(experiment(canary={"interval": "10s", "minSamples": 50, "minStepDuration": "1h"}))
+    h.tick()  # starts at T0
+    ends = []
+    for _ in range(8):
+        h.tick()  # each tick comes when the last asked (spread included)
+        ends.append(h.status["lastEvaluatedAt"])
+    times = [datetime.datetime.fromisoformat(e) for e in ends]
+    assert all(t.timestamp() % 10 == 0 for t in times), ends
+    assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {10.0}, ends

@@ -25,7 +25,7 @@ from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
 from modelrollout.spec_hooks import WebhookType
 
 # Timers fire a little early or late; an evaluation this close to due is due.
-_DUE_TOLERANCE = 0.9
+DUE_TOLERANCE = 0.9
 
 
 def _left_to_sequential(metric: spec.MetricSpec) -> bool:
@@ -73,7 +73,7 @@ def evaluation_due(experiment: spec.ExperimentSpec, state: State, now: datetime.
     if state.phase is not Phase.PROGRESSING:
         return False
     last = state.last_evaluated_at or state.step_started_at
-    return last is None or now - last >= experiment.interval * _DUE_TOLERANCE
+    return last is None or now - last >= experiment.interval * DUE_TOLERANCE
 
 
 def decide(

@@ -130,7 +130,8 @@ def _harm_priors(increase: bool) -> np.ndarray:
 @functools.cache
 def _harm_weights(increase: bool) -> np.ndarray:
     """``exp`` of :func:`_harm_priors`: the mixing weights themselves (0 where no alternative)."""
-    return np.exp(_harm_priors(increase))
+    weights: np.ndarray = np.exp(_harm_priors(increase))
+    return weights
 
 
 def _all_harm_log_evidence(loglik: np.ndarray, increase: bool) -> np.ndarray:
