@@ -74,6 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics-port", type=int, metavar="PORT", help="serve the operator's metrics on :PORT/metrics"
     )
     run.add_argument(
+        "--workers",
+        type=_flag(_whole),
+        default=16,
+        metavar="N",
+        help="threads that run experiments' ticks (default 16: a tick mostly waits on the API or Prometheus)",
+    )
+    run.add_argument(
         "--report-configmaps",
         action="store_true",
         help="write each A/B test's report into a ConfigMap <experiment>-report once it has an outcome "
@@ -366,6 +373,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def _share(text: str) -> float:
     value = _number(text)
     if not 0 < value < 1:
@@ -467,6 +484,7 @@ def _run(args: argparse.Namespace) -> None:
         istio_version=args.istio_version,
         metrics_port=args.metrics_port,
         report_configmaps=args.report_configmaps,
+        workers=args.workers,
         prometheus_credentials=args.prometheus_credentials,
     )
     configuration = kube.load_configuration(options.kubeconfig)

@@ -14,9 +14,9 @@ from modelrollout import GROUP, PLURAL, VERSION, runtime
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime.configure_kopf(settings)
-    memo.runtime.serve_metrics()
+    memo.runtime.start()
 
 
 @kopf.on.login()

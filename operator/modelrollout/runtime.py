@@ -9,7 +9,9 @@ blocking work of a tick runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -35,6 +37,9 @@ from modelrollout.routers import istio
 
 # Seconds to wait after a tick failed for a reason nobody expected (API down...).
 ERROR_BACKOFF = 5.0
+# Ticks run in worker threads; most of a tick is waiting on the API server or Prometheus, so
+# more threads than cores keep a burst of due ticks from queueing behind each other.
+DEFAULT_WORKERS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Options:
     istio_version: str = "v1"
     metrics_port: int | None = None  # serve /metrics here (None: not at all)
     report_configmaps: bool = False  # write A/B reports into ConfigMaps (needs RBAC on configmaps)
+    workers: int = DEFAULT_WORKERS  # threads that run ticks (each mostly waits on the API or Prometheus)
     # Credentials (file paths) for the default Prometheus (prometheus_url) only.
     prometheus_credentials: prometheus_auth.OperatorCredentials = dataclasses.field(
         default_factory=prometheus_auth.OperatorCredentials
@@ -66,6 +72,8 @@ class Runtime:
     def __init__(self, options: Options, configuration: kubernetes.client.Configuration) -> None:
         self.options = options
         self.configuration = configuration
+        # One pooled connection per worker: a full pool drops connections and opens new ones.
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, options.workers)
         client = kube.api_client(configuration)
         self._client = client
         secrets = kube.KubeSecrets(client)
@@ -89,6 +97,18 @@ class Runtime:
             reports=kube.KubeReports(client) if options.report_configmaps else None,
             plans=planner.Planner(background=True),  # a Monte Carlo: never inside a tick
         )
+
+    def start(self) -> None:
+        """In the operator's event loop, before any experiment is handled."""
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="tick")
+        )
+        # Everything alive now (imported modules: kubernetes, kopf, scipy...) lives as long as the
+        # process: leave it out of the collector's full passes, which would otherwise walk it all
+        # again and again while every tick waits.
+        gc.collect()
+        gc.freeze()
+        self.serve_metrics()
 
     def serve_metrics(self) -> None:
         if self.options.metrics_port is not None:

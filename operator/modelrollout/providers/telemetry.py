@@ -49,18 +49,22 @@ KEEP_SECONDS = 15.0
 
 @dataclasses.dataclass(frozen=True)
 class _Answer:
-    """One batched answer, indexed by (workload, namespace): looked up once per variant."""
+    """One batched answer, indexed by (workload, namespace): looked up once per variant.
+
+    Per series only its ``le`` label (None if it has none) and its value are kept: an answer
+    for every workload is kept for a while, and the labels would be most of its memory.
+    """
 
     outcome: QueryOutcome
     detail: str
-    series: Mapping[tuple[str, str], list[tuple[Mapping[str, str], float]]]
+    series: Mapping[tuple[str, str], list[tuple[str | None, float]]]
 
     @classmethod
     def of(cls, result: SeriesResult) -> _Answer:
-        index: dict[tuple[str, str], list[tuple[Mapping[str, str], float]]] = {}
+        index: dict[tuple[str, str], list[tuple[str | None, float]]] = {}
         for labels, value in result.series:
             key = (labels.get("destination_workload", ""), labels.get("destination_workload_namespace", ""))
-            index.setdefault(key, []).append((labels, value))
+            index.setdefault(key, []).append((labels.get("le"), value))
         return cls(result.outcome, result.detail, index)
 
     @property
@@ -108,11 +112,8 @@ class Telemetry:
         answer = self._answer(BUCKETS, window, at)
         if not answer.ok:
             return SeriesResult(answer.outcome, detail=answer.detail)
-        series = tuple(
-            ({"le": labels["le"]}, value)
-            for labels, value in answer.series.get((workload, namespace), ())
-            if "le" in labels
-        )
+        found = answer.series.get((workload, namespace), ())
+        series = tuple(({"le": le}, value) for le, value in found if le is not None)
         if not series:
             return SeriesResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
         return SeriesResult(QueryOutcome.OK, series)
