@@ -21,7 +21,7 @@ from modelrollout import report
 from modelrollout.localstack import mesh, stack
 from modelrollout.localstack.traffic import Outcomes
 
-from conftest import BASELINE, EXAMPLES, FINAL, App, load
+from conftest import BASELINE, EXAMPLES, FINAL, GOOD, App, load
 
 pytestmark = pytest.mark.integration
 
@@ -75,9 +75,7 @@ def apps(local: stack.LocalStack) -> Iterator[dict[str, App]]:
     launched = {name: App(local, f"ab-{name}-{stamp}") for name in SCENARIOS}
     for name, app in launched.items():
         local.create_namespace(app.namespace)
-        local.add_ab_app(
-            app.namespace, BASELINE, BASELINE, SCENARIOS[name][0], 200 if name == "cohort" else 300
-        )
+        local.add_ab_app(app.namespace, BASELINE, GOOD, SCENARIOS[name][0], 200 if name == "cohort" else 300)
     watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
     operator = local.start_operator(*watched, "--report-configmaps", name=f"ab-{stamp}")
     for name, app in launched.items():

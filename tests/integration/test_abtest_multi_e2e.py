@@ -21,7 +21,7 @@ from modelrollout import report
 from modelrollout.localstack import mesh, stack
 from modelrollout.localstack.traffic import Outcomes
 
-from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, App, load
+from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, GOOD, App, load
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,14 @@ SCENARIOS: dict[str, tuple[mesh.Users, dict[str, Any], dict[str, Any]]] = {
     # candidates: churn-v2 as the baseline, churn-v3 better, churn-v4 broken (errors; see `more` below).
     "ship": (
         users({"churn-v1": BASE, "churn-v2": BASE, "churn-v3": BETTER, "churn-v4": BASE}, 21),
-        {"v3": BASELINE, "v4": BAD_ERRORS},
+        {"v3": GOOD, "v4": BAD_ERRORS},
         # alpha 0.01 (0.0033 per candidate): churn-v2's own chance of a false difference is then tiny.
         {"analysis": {"alpha": 0.01, "noDataLimit": 6}},
     ),
     # Two candidates, both far worse: both dropped, the test discarded.
     "discard": (
         users({"churn-v1": BASE, "churn-v2": WORSE, "churn-v3": WORSE}, 22),
-        {"v3": BASELINE},
+        {"v3": GOOD},
         {"candidates": [{"subset": "v2", "workload": "churn-v2"}, {"subset": "v3", "workload": "churn-v3"}]},
     ),
 }
@@ -62,7 +62,7 @@ def apps(local: stack.LocalStack) -> Iterator[dict[str, App]]:
     for name, app in launched.items():
         population, more, _ = SCENARIOS[name]
         local.create_namespace(app.namespace)
-        local.add_ab_app(app.namespace, BASELINE, BASELINE, population, 300, more=more)
+        local.add_ab_app(app.namespace, BASELINE, GOOD, population, 300, more=more)
     watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
     operator = local.start_operator(*watched, name=f"abm-{stamp}")
     for name, app in launched.items():

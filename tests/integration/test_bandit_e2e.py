@@ -22,7 +22,7 @@ import pytest
 from modelrollout.localstack import mesh, stack, traffic
 from modelrollout.localstack.traffic import Outcomes
 
-from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, App, load
+from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, GOOD, App, load
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ V1, V2, V3 = "churn-v1", "churn-v2", "churn-v3"
 NAME = "churn-bandit"
 CONVERSION = {V1: 0.04, V2: 0.04, V3: 0.08}
 FLOOR = 10
-SCENARIOS: dict[str, traffic.VariantProfile] = {"healthy": BASELINE, "harmful-v2": BAD_ERRORS}
+SCENARIOS: dict[str, traffic.VariantProfile] = {"healthy": GOOD, "harmful-v2": BAD_ERRORS}
 
 
 @dataclasses.dataclass
@@ -70,7 +70,7 @@ def apps(local: stack.LocalStack) -> Iterator[dict[str, Recorded]]:
         users = mesh.Users(
             count=2000, outcomes={w: Outcomes(conversion=rate) for w, rate in CONVERSION.items()}, seed=seed
         )
-        local.add_ab_app(app.namespace, BASELINE, SCENARIOS[name], users, 400, more={"v3": BASELINE})
+        local.add_ab_app(app.namespace, BASELINE, SCENARIOS[name], users, 400, more={"v3": GOOD})
     watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
     operator = local.start_operator(*watched, name=f"bandit-{stamp}")
     recorded = {name: Recorded(app) for name, app in launched.items()}
@@ -103,19 +103,24 @@ def wait_route(app: App, expected: dict[str, int], timeout: float = 10) -> None:
 
 
 def check_allocations(seen: list[dict[str, Any]], dropped: frozenset[str] = frozenset()) -> None:
-    """Every split the status shows sums to 100 and keeps each arm in play at the floor or above."""
+    """Every split the bandit made sums to 100 and keeps each arm in play at the floor or above.
+
+    The operator's own allocation history has every interval's split; the statuses polled while
+    it ran are a sample (a busy test process may miss some) and add the stage of each.
+    """
     running = [s for s in seen if s.get("phase") == "Progressing" and s.get("weights")]
-    assert len(running) >= 3
-    for status in running:
-        weights = status["weights"]
+    assert running, seen
+    points = seen[-1]["bandit"]["allocation"]
+    assert len(points) >= 3, points  # at least intervalsRequired intervals of allocation
+    splits = [s["weights"] for s in running] + [p["weights"] for p in points]
+    for weights in splits:
         assert sum(weights.values()) == 100 and set(weights) == {V1, V2, V3}, weights
         assert weights[V1] >= FLOOR, weights
         assert all(weights[w] >= FLOOR for w in (V2, V3) if weights[w] > 0), weights
-        stage = (status.get("bandit") or {}).get("stage")
-        if stage == "Exploring":
+    for status in running:
+        if (status.get("bandit") or {}).get("stage") == "Exploring":
+            weights = status["weights"]
             assert all(weights[w] >= FLOOR for w in (V2, V3) if w not in dropped), weights
-    for point in seen[-1]["bandit"]["allocation"]:
-        assert sum(point["weights"].values()) == 100, point
 
 
 def test_the_bandit_moves_traffic_to_the_best_model_and_promotes_it(apps: dict[str, Recorded]) -> None:

@@ -17,11 +17,11 @@ import pytest
 
 from modelrollout.localstack import stack
 
-from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, App, load
+from conftest import BAD_ERRORS, BASELINE, EXAMPLES, FINAL, GOOD, App, load
 
 pytestmark = pytest.mark.integration
 
-BETTER = dataclasses.replace(BASELINE, error_rate=0.0005)
+BETTER = dataclasses.replace(GOOD, error_rate=0.0005)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def app(local: stack.LocalStack) -> Iterator[App]:
     local.create_namespace(running.namespace)
     local.apply(load(EXAMPLES / "00-mesh" / "virtualservice.yaml"), running.namespace)
     local.apply(stack.destination_rule(("v1", "v2", "v3", "v4")), running.namespace)
-    local.add_model_app(running.namespace, BASELINE, BASELINE, 400, more={"v3": BAD_ERRORS, "v4": BETTER})
+    local.add_model_app(running.namespace, BASELINE, GOOD, 400, more={"v3": BAD_ERRORS, "v4": BETTER})
     running.start_operator()
     body = load(EXAMPLES / "03-demo" / "candidates.yaml")
     body["metadata"]["namespace"] = running.namespace

@@ -18,15 +18,15 @@ import pytest
 
 from modelrollout.localstack import stack
 
-from conftest import BASELINE, EXAMPLES, FINAL, App, load
+from conftest import BASELINE, EXAMPLES, FINAL, GOOD, App, load
 
 pytestmark = pytest.mark.integration
 
 FAILING = dataclasses.replace(BASELINE, error_rate=0.3)
 SCENARIOS: dict[str, tuple[Any, dict[str, Any]]] = {
     "caught": (FAILING, {"strategy": "Shadow"}),
-    "passes": (BASELINE, {"strategy": "Shadow"}),
-    "then-canary": (BASELINE, {}),
+    "passes": (GOOD, {"strategy": "Shadow"}),
+    "then-canary": (GOOD, {}),
 }
 
 

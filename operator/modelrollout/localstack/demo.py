@@ -23,6 +23,9 @@ from modelrollout.localstack import stack, traffic
 NAMESPACE = "ml"
 EXPERIMENT = "churn-v2"
 BASELINE = traffic.VariantProfile(error_rate=0.005, latency_median_ms=60, latency_sigma=0.4)
+# A little better than the baseline: a candidate identical to it is rolled back falsely about 1 % of
+# the time (the price of deciding early, measured in benchmarks/RESULTS.md), and a demo should not.
+GOOD = dataclasses.replace(BASELINE, error_rate=0.003, latency_median_ms=54)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Scenario:
 
 
 SCENARIOS = {
-    "good": Scenario(BASELINE, "Succeeded", "the candidate behaves like the baseline"),
+    "good": Scenario(GOOD, "Succeeded", "the candidate is a little better than the baseline"),
     "bad-errors": Scenario(
         dataclasses.replace(BASELINE, error_rate=0.15), "RolledBack", "the candidate fails 15% of requests"
     ),
@@ -42,7 +45,7 @@ SCENARIOS = {
         dataclasses.replace(BASELINE, latency_median_ms=300), "RolledBack", "the candidate answers 5x slower"
     ),
     "shadow": Scenario(
-        BASELINE,
+        GOOD,
         "Succeeded",
         "20 s of shadow traffic (the candidate answers copies, users never see them), then the canary",
         "shadow.yaml",
@@ -156,7 +159,7 @@ def ab_main(scenario: ABScenario, name: str, *, rps: float, timeout: float) -> i
     )
     with stack.LocalStack() as local:
         local.create_namespace(NAMESPACE)
-        local.add_ab_app(NAMESPACE, BASELINE, BASELINE, users, rps)
+        local.add_ab_app(NAMESPACE, BASELINE, GOOD, users, rps)
         operator = local.start_operator("--report-configmaps")
         manifest = yaml.safe_load((examples_dir() / "03-demo" / "abtest.yaml").read_text())
         for key, value in scenario.changes.items():
@@ -198,7 +201,7 @@ def bandit_main(*, rps: float, timeout: float) -> int:
     users = mesh.Users(count=2000, outcomes=outcomes, seed=1)
     with stack.LocalStack() as local:
         local.create_namespace(NAMESPACE)
-        local.add_ab_app(NAMESPACE, BASELINE, BASELINE, users, rps, more={"v3": BASELINE})
+        local.add_ab_app(NAMESPACE, BASELINE, GOOD, users, rps, more={"v3": GOOD})
         operator = local.start_operator()
         print(f"operator started (log: {operator.log_path}); applying examples/03-demo/bandit.yaml")
         local.apply_file(examples_dir() / "03-demo" / "bandit.yaml", NAMESPACE)
