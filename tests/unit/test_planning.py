@@ -330,3 +330,13 @@ def test_bad_flags_are_named_with_their_value(
     code, _, err = run_cli(capsys, *flags)
     assert code == 2
     assert f"argument {flag}: " in err and repr(value) in err
+
+
+def test_binomial_quantile_is_scipys_binom_ppf() -> None:
+    from scipy import stats  # the operator itself does not import scipy.stats (see test_imports)
+
+    rng = np.random.default_rng(7)
+    for p in (0.0, 1e-9, 1e-4, 0.005, 0.05, 0.3, 0.5, 0.99, 1.0):
+        q = np.concatenate([[1e-12, 0.5, 1 - 1e-12, 0.999999], rng.random(5000)])
+        n = np.concatenate([[0.0, 0.0, 1.0, 1.0], rng.integers(0, 5000, 5000).astype(float)])
+        assert np.array_equal(planning.binomial_quantile(q, n, p), stats.binom.ppf(q, n.astype(int), p)), p

@@ -325,3 +325,20 @@ def test_every_tolerances_harm_evidence_at_once_matches_each_tolerance_on_its_ow
                     assert fast[index] == pytest.approx(log_e, abs=1e-8)
                 else:  # far below any bound, on both sides
                     assert fast[index] < -10
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_the_priors_are_scipys_densities_normalised_on_the_grid(increase: bool) -> None:
+    from scipy import stats  # the operator itself does not import scipy.stats (see test_imports)
+
+    for null in (0, 30, 60, 90, 120):
+        distance = evidence.GRID - evidence.GRID[null] if increase else evidence.GRID[null] - evidence.GRID
+        harmful = distance > 1e-12
+        expected = np.full_like(evidence.GRID, -np.inf)
+        density = stats.halfnorm.logpdf(distance[harmful], scale=evidence.HARM_SCALE)
+        expected[harmful] = density - np.logaddexp.reduce(density) if harmful.any() else density
+        assert np.allclose(evidence._harm_prior(null, increase), expected, atol=1e-12)
+    far = np.abs(evidence.GRID) >= evidence.SRM_MIN_DEVIATION
+    density = stats.norm.logpdf(evidence.GRID[far], scale=0.7)
+    assert np.allclose(evidence._mismatch_prior()[far], density - np.logaddexp.reduce(density), atol=1e-12)
+    assert np.all(np.isneginf(evidence._mismatch_prior()[~far]))
