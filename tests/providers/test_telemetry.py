@@ -12,13 +12,14 @@ import datetime
 import math
 import random
 import socket
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from modelrollout.localstack.prometheus import PrometheusServer
-from modelrollout.ports import QueryOutcome
+from modelrollout.ports import QueryOutcome, SeriesResult
 from modelrollout.providers import queries, telemetry
 from modelrollout.providers.prometheus import PrometheusProvider
 
@@ -196,3 +197,56 @@ def test_a_new_scrape_target_does_not_bring_its_past_into_the_window(
         assert result.outcome is QueryOutcome.EMPTY or (
             result.ok and result.value is not None and 0 <= result.value <= 10 * (2 + 1.5)
         ), (end, result)
+
+
+class _SlowProvider:
+    """Answers every batched query after ``delay`` seconds, with one series per workload."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.asked: list[str] = []
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def query_series(self, promql: str, at: datetime.datetime | None = None) -> SeriesResult:
+        with self._lock:
+            self.asked.append(promql)
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(self.delay)
+        with self._lock:
+            self.running -= 1
+        labels = {"destination_workload": "a", "destination_workload_namespace": "ns"}
+        if "le)" in promql:  # the buckets
+            return SeriesResult(QueryOutcome.OK, tuple(({**labels, "le": le}, 5.0) for le in ("100", "+Inf")))
+        return SeriesResult(QueryOutcome.OK, ((labels, 5.0),))
+
+
+def test_prefetch_asks_the_batched_queries_at_once_and_each_only_once() -> None:
+    provider = _SlowProvider(delay=0.5)
+    istio = telemetry.Telemetry(provider)  # type: ignore[arg-type]  # the cache needs query_series only
+    at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    started = time.monotonic()
+    istio.prefetch([telemetry.REQUESTS, telemetry.ERRORS, telemetry.BUCKETS], WINDOW, at)
+    assert istio.requests("a", "ns", WINDOW, at).value == 5.0
+    assert istio.errors("a", "ns", WINDOW, at).value == 5.0
+    assert [value for _, value in istio.buckets("a", "ns", WINDOW, at).series] == [5.0, 5.0]
+    assert time.monotonic() - started < 1.2  # the slowest of the three, not their sum (1.5 s)
+    assert provider.most_at_once == 3 and len(provider.asked) == istio.queries == 3
+    istio.prefetch([telemetry.REQUESTS, telemetry.ERRORS], WINDOW, at)  # answered already: not asked again
+    assert istio.requests("b", "ns", WINDOW, at).outcome is QueryOutcome.EMPTY
+    assert len(provider.asked) == 3
+
+
+def test_a_failed_prefetch_fails_every_asker_with_its_cause() -> None:
+    class Broken(_SlowProvider):
+        def query_series(self, promql: str, at: datetime.datetime | None = None) -> SeriesResult:
+            raise ConnectionResetError("the connection broke")
+
+    provider = Broken(delay=0)
+    istio = telemetry.Telemetry(provider)  # type: ignore[arg-type]
+    istio.prefetch([telemetry.REQUESTS], WINDOW, None)
+    for workload in ("a", "b"):
+        with pytest.raises(ConnectionResetError, match="the connection broke"):
+            istio.requests(workload, "ns", WINDOW, None)

@@ -89,6 +89,8 @@ class Telemetry:
         self._lock = threading.Lock()
         self._answers: dict[_Key, tuple[float, concurrent.futures.Future[_Answer]]] = {}
         self.queries = 0  # batched queries actually sent (for benchmarks and tests)
+        # Fetches started ahead (``prefetch``): one thread per batched query is plenty.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="telemetry")
 
     def requests(
         self, workload: str, namespace: str, window: datetime.timedelta, at: datetime.datetime | None
@@ -118,31 +120,54 @@ class Telemetry:
             return SeriesResult(QueryOutcome.EMPTY, detail=_absent(workload, namespace))
         return SeriesResult(QueryOutcome.OK, series)
 
+    def prefetch(
+        self, templates: Sequence[str], window: datetime.timedelta, at: datetime.datetime | None
+    ) -> None:
+        """Start the answers to ``templates`` (``REQUESTS``, ``ERRORS``, ``BUCKETS``) that nobody
+        has asked for yet, all at once in the background: the first experiment of a grid step then
+        waits for the slowest of them rather than for their sum, and so does every tick behind it."""
+        for template in templates:
+            future, mine = self._claim(template, window, at)
+            if mine:
+                self._pool.submit(self._fetch, future, template, window, at)
+
     def _answer(self, template: str, window: datetime.timedelta, at: datetime.datetime | None) -> _Answer:
+        future, mine = self._claim(template, window, at)
+        if mine:
+            self._fetch(future, template, window, at)
+        return future.result()
+
+    def _claim(
+        self, template: str, window: datetime.timedelta, at: datetime.datetime | None
+    ) -> tuple[concurrent.futures.Future[_Answer], bool]:
+        """The answer's future, and whether the caller must fetch it (nobody asked before)."""
         key = _Key(template, window, at)
         now = self._clock()
         with self._lock:
             kept = self._answers.get(key)
             if kept is not None and (at is not None or now - kept[0] < 1.0):
-                future = kept[1]
-                mine = False
-            else:
-                future = concurrent.futures.Future()
-                self._answers[key] = (now, future)
-                mine = True
-                self._forget_old(now)
-        if mine:
+                return kept[1], False
+            future: concurrent.futures.Future[_Answer] = concurrent.futures.Future()
+            self._answers[key] = (now, future)
             self.queries += 1
-            promql = template.replace(_WINDOW, durations.format_duration(window))
-            try:
-                provider = self._provider()
-                if provider is None:
-                    raise RuntimeError("the metric provider of this telemetry cache is gone")
-                future.set_result(_Answer.of(provider.query_series(promql, at)))
-            except BaseException as e:  # never leave the others waiting
-                future.set_exception(e)
-                raise
-        return future.result()
+            self._forget_old(now)
+        return future, True
+
+    def _fetch(
+        self,
+        future: concurrent.futures.Future[_Answer],
+        template: str,
+        window: datetime.timedelta,
+        at: datetime.datetime | None,
+    ) -> None:
+        promql = template.replace(_WINDOW, durations.format_duration(window))
+        try:
+            provider = self._provider()
+            if provider is None:
+                raise RuntimeError("the metric provider of this telemetry cache is gone")
+            future.set_result(_Answer.of(provider.query_series(promql, at)))
+        except BaseException as e:  # never leave the others waiting; they all get the failure
+            future.set_exception(e)
 
     def _forget_old(self, now: float) -> None:
         for key in [k for k, (when, _) in self._answers.items() if now - when > KEEP_SECONDS]:
