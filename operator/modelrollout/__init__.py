@@ -16,3 +16,6 @@ GROUP = "modelrollout.io"
 VERSION = "v1alpha1"
 PLURAL = "modelexperiments"
 KIND = "ModelExperiment"
+# Threads that run ticks (``modelrollout run --workers``); most of a tick waits on the API
+# server or Prometheus, so more threads than cores keep a burst of due ticks from queueing.
+DEFAULT_WORKERS = 16

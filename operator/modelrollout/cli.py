@@ -9,6 +9,8 @@ import secrets
 import sys
 from typing import Any
 
+from modelrollout import DEFAULT_WORKERS
+
 ENV_PROMETHEUS_URL = "MODELROLLOUT_PROMETHEUS_URL"
 # Credentials for the default Prometheus: files (a mounted Secret), never values on a command line.
 ENV_PROMETHEUS_BEARER_TOKEN_FILE = "MODELROLLOUT_PROMETHEUS_BEARER_TOKEN_FILE"
@@ -76,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument(
         "--workers",
         type=_flag(_whole),
-        default=16,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="threads that run experiments' ticks (default 16: a tick mostly waits on the API or Prometheus)",
+        help=f"threads that run experiments' ticks (default {DEFAULT_WORKERS}: a tick mostly waits on the "
+        "API or Prometheus)",
     )
     run.add_argument(
         "--report-configmaps",

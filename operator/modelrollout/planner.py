@@ -18,7 +18,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from modelrollout import ports, spec
 from modelrollout.core import model, planning, sequential
@@ -99,12 +99,17 @@ class Planner:
         self._closed = False
         self._closing = threading.Event()  # wakes the thread's rest early, only to stop
 
-    def summary(self, asker: Hashable, plans: Inputs) -> str | None:
+    def summary(self, asker: Hashable, plans: Inputs | Callable[[], Inputs]) -> str | None:
         """The sentence for ``asker``'s plans, or None while it is being computed (or if there
         is nothing to summarize).  An asker that asks again before its answer is ready gets the
-        answer to its first question: the traffic of later evaluations does not queue new work."""
+        answer to its first question: the traffic of later evaluations does not queue new work.
+        ``plans`` may be a function building them (``inputs``): it is only called by a first question."""
         with self._changed:
-            plans = self._asked.setdefault(asker, plans)
+            asked = self._asked.get(asker)
+        if asked is None:
+            asked = plans() if callable(plans) else plans
+        with self._changed:
+            plans = self._asked.setdefault(asker, asked)
             while len(self._asked) > KEPT:  # askers that went away before their answer
                 self._asked.pop(next(iter(self._asked)))
             if not plans:

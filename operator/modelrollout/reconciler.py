@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import logging
 import math
 import threading
@@ -170,7 +171,10 @@ class Reconciler:
             has_steps = not (experiment.is_ab_test or experiment.is_bandit)  # a plan is the steps'
             if not (body.get("status") or {}).get("plan") and has_steps:
                 key = (meta["namespace"], meta["name"])
-                plan = self.plans.summary(key, planner.inputs(experiment, metrics, requests, window))
+                # Built only by the first question: the plan is of the first evaluation's traffic.
+                plan = self.plans.summary(
+                    key, functools.partial(planner.inputs, experiment, metrics, requests, window)
+                )
         else:
             assigned = None
         answers = self._ask_webhooks(experiment, state, body)

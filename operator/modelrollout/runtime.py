@@ -21,6 +21,7 @@ import kopf
 import kubernetes
 
 from modelrollout import (
+    DEFAULT_WORKERS,
     GROUP,
     kube,
     metrics,
@@ -37,9 +38,6 @@ from modelrollout.routers import istio
 
 # Seconds to wait after a tick failed for a reason nobody expected (API down...).
 ERROR_BACKOFF = 5.0
-# Ticks run in worker threads; most of a tick is waiting on the API server or Prometheus, so
-# more threads than cores keep a burst of due ticks from queueing behind each other.
-DEFAULT_WORKERS = 16
 
 
 @dataclasses.dataclass(frozen=True)

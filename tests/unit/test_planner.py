@@ -114,3 +114,18 @@ def test_the_background_thread_rests_between_summaries():
 def test_busy_share_must_be_a_share():
     with pytest.raises(ValueError, match="busy_share must be in"):
         planner.Planner(busy_share=0)
+
+
+def test_the_inputs_are_built_only_for_a_first_question() -> None:
+    planned = planner.Planner(background=True, busy_share=0.01)
+    built: list[int] = []
+
+    def build() -> planner.Inputs:
+        built.append(1)
+        return planner.inputs(experiment(), *observed(3000.0, 30.0), WINDOW)
+
+    try:
+        assert planned.summary("a", build) is None and built == [1]
+        assert planned.summary("a", build) is None and built == [1]  # still the first question
+    finally:
+        planned.close()
