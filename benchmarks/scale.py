@@ -38,7 +38,7 @@ from typing import Any
 
 import kubernetes
 
-from modelrollout import GROUP, PLURAL, VERSION
+from modelrollout import DEFAULT_WORKERS, GROUP, PLURAL, VERSION
 from modelrollout.localstack import apiserver, stack
 
 INTERVAL = 10.0
@@ -200,7 +200,7 @@ def free_port() -> int:
         return port
 
 
-def run(n: int, duration: float, workdir: Path) -> dict[str, Any]:
+def run(n: int, duration: float, workdir: Path, workers: int | None = None) -> dict[str, Any]:
     prometheus = FakePrometheus(n)
     server = apiserver.ApiServer().start()
     kubeconfig = server.write_kubeconfig(workdir / f"kubeconfig-{n}", namespace=NAMESPACE)
@@ -214,7 +214,8 @@ def run(n: int, duration: float, workdir: Path) -> dict[str, Any]:
     port = free_port()
     operator = stack.OperatorProcess(
         ["--standalone", "--kubeconfig", str(kubeconfig), "--prometheus-url", prometheus.url,
-         "--namespace", NAMESPACE, "--metrics-port", str(port), "--log-level", "warning"],
+         "--namespace", NAMESPACE, "--metrics-port", str(port), "--log-level", "warning",
+         *(["--workers", str(workers)] if workers else [])],
         workdir / f"operator-{n}.log",
         env={k: os.environ[k] for k in ("MALLOC_ARENA_MAX", "OPENBLAS_NUM_THREADS") if k in os.environ},
     )  # fmt: skip
@@ -281,13 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000", help="experiment counts (default 100,500,1000)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured per size (default 60)")
+    parser.add_argument("--workers", type=int, help="the operator's --workers (default: its own default)")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="modelrollout-scale-") as tmp:
         for n in (int(size) for size in args.sizes.split(",")):
             print(f"running {n} experiments ...", file=sys.stderr, flush=True)
-            rows.append(run(n, args.duration, Path(tmp)))
-    print(f"\n{os.cpu_count()} cores; interval {INTERVAL:.0f} s; measured {args.duration:.0f} s per size\n")
+            rows.append(run(n, args.duration, Path(tmp), args.workers))
+    workers = args.workers or DEFAULT_WORKERS
+    print(f"\n{os.cpu_count()} cores; interval {INTERVAL:.0f} s; measured {args.duration:.0f} s per size; "
+          f"{workers} workers\n")  # fmt: skip
     print("| experiments | tick lag p50 / p99 | tick p50 / p99 | API requests /exp/interval (GET, status PATCH, "
           "VS PATCH, Events) | PromQL /exp/interval (per s) | peak RSS | CPU |")  # fmt: skip
     print("|---:|---:|---:|---|---:|---:|---:|")
