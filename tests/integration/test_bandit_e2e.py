@@ -111,7 +111,9 @@ def check_allocations(seen: list[dict[str, Any]], dropped: frozenset[str] = froz
     running = [s for s in seen if s.get("phase") == "Progressing" and s.get("weights")]
     assert running, seen
     points = seen[-1]["bandit"]["allocation"]
-    assert len(points) >= 3, points  # at least intervalsRequired intervals of allocation
+    # The start, and at least one interval's move.  Two can be all: the comparison is checked every
+    # interval (always-valid), so a large lift may ship before the stopping rule's three intervals.
+    assert len(points) >= 2, points
     splits = [s["weights"] for s in running] + [p["weights"] for p in points]
     for weights in splits:
         assert sum(weights.values()) == 100 and set(weights) == {V1, V2, V3}, weights
@@ -131,13 +133,14 @@ def test_the_bandit_moves_traffic_to_the_best_model_and_promotes_it(apps: dict[s
     assert final["weights"] == {V1: 0, V2: 0, V3: 100}
     wait_route(app, {"v1": 0, "v2": 0, "v3": 100})
     check_allocations(seen)
-    # The best model's weight grew from its third while the bandit explored.
-    grown = [s["weights"][V3] for s in seen if (s.get("bandit") or {}).get("stage") == "Exploring"]
-    assert max(grown) > 34, grown
+    # The best model's weight grew from its third while the bandit explored: the moves of the first
+    # two intervals are exploring ones (confirming needs intervalsRequired = 3 intervals first).
+    points = final["bandit"]["allocation"]
+    assert max(p["weights"][V3] for p in points[1:3]) > 34, points
     record = final["bandit"]
     comparison = {c["workload"]: c for c in record["comparison"]}
     assert comparison[V3]["better"] and comparison[V3]["interval"][0] > 0
-    assert record["stage"] == "Decided" and record["intervals"] >= 3
+    assert record["stage"] == "Decided" and record["intervals"] >= 2
     arms = {a["workload"]: a for a in record["arms"]}
     assert arms[V3]["trials"] > arms[V2]["trials"]  # most traffic went where the reward was
     app.wait_event("Promoted", name=NAME)  # Events follow the status write
