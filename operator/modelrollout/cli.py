@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     run.add_argument(
         "--workers",
-        type=_flag(_whole),
+        type=_flag(_count),
         default=DEFAULT_WORKERS,
         metavar="N",
         help=f"threads that run experiments' ticks (default {DEFAULT_WORKERS}: a tick mostly waits on the "
@@ -373,16 +373,6 @@ def _positive(text: str) -> float:
     value = _number(text)
     if not 0 < value < float("inf"):
         raise ValueError("must be a positive number")
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-    if value < 1:
-        raise ValueError("must be at least 1")
     return value
 
 

@@ -62,3 +62,16 @@ def test_a_missing_peering_object_is_a_warning_other_keepalives_stay_debug(
 def test_only_peered_replicas_wait_before_their_first_tick() -> None:
     assert handlers._settle(memo=kopf.Memo()) == 0.0
     assert handlers._settle(memo=kopf.Memo(settle=handlers.PEERING_SETTLE)) == handlers.PEERING_SETTLE > 0
+
+
+def test_workers_default_and_bad_values_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelrollout import DEFAULT_WORKERS
+
+    assert parsed(["run"], monkeypatch).workers == DEFAULT_WORKERS
+    assert parsed(["run", "--workers", "4"], monkeypatch).workers == 4
+    for value in ("0", "2.5"):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "--workers", value])
+        assert "argument --workers: must be a whole number" in capsys.readouterr().err
