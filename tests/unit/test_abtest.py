@@ -30,6 +30,7 @@ TOTAL = 'sum(increase(model_requests_total{workload="{{ workload }}"}[{{ interva
 def ab_spec(**ab: Any) -> spec.ExperimentSpec:
     fairness = ab.pop("fairness", None)
     segments = ab.pop("segments", None)
+    webhooks = ab.pop("webhooks", None)
     metrics = ab.pop(
         "metrics",
         [
@@ -56,6 +57,8 @@ def ab_spec(**ab: Any) -> spec.ExperimentSpec:
         raw["abTest"]["fairness"] = fairness
     if segments is not None:
         raw["segments"] = segments
+    if webhooks is not None:
+        raw["webhooks"] = webhooks
     return spec.parse_spec(raw)
 
 

@@ -14,7 +14,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
+import test_abtest
+import test_banditrun as tb
 
 from modelrollout import spec, status
 from modelrollout.core import approvals, canary, model
@@ -258,3 +261,102 @@ def test_every_phase_and_weight_change_comes_with_an_event(seed: int) -> None:
             assert decision.events, f"tick {tick}: {before.phase} -> {decision.state.phase} without an Event"
         if decision.weights is not None:
             assert sum(decision.weights.values()) == 100
+
+
+# --------------------------------------------------------------------------- a Ship: A/B test and bandit
+
+
+Measure = Callable[[model.State, int], model.Observation]
+
+
+def drive_ship(
+    experiment: spec.ExperimentSpec,
+    measure: Measure,
+    answer: Answer,
+    *,
+    every: datetime.timedelta,
+    ticks: int,
+) -> tuple[model.State, list[model.Decision], list[datetime.datetime]]:
+    """Tick every ``every`` (an evaluation each time), asking the webhooks whenever a gate waits; the
+    state goes through the status each tick.  Returns the last state, the decisions and the calls."""
+    stored: dict[str, Any] = {}
+    decisions: list[model.Decision] = []
+    calls: list[datetime.datetime] = []
+    for i in range(ticks):
+        now = T0 + every * i
+        state = status.parse_state(stored)
+        if state.phase.is_final:
+            break
+        hooks = approvals.due(experiment, state)
+        answers = None
+        if hooks:
+            calls.append(now)
+            answers = tuple(model.WebhookOutcome(h.name, *answer(h.name, now)) for h in hooks)
+        obs = measure(state, i) if state.phase is not Phase.PENDING else model.Observation(None)
+        decision = canary.decide(experiment, state, dataclasses.replace(obs, webhooks=answers), now)
+        decisions.append(decision)
+        stored = status.render(decision, stored, now, experiment.workloads)
+    return status.parse_state(stored), decisions, calls
+
+
+def shipped_at(decisions: list[model.Decision]) -> int:
+    return next(i for i, d in enumerate(decisions) if any(e.reason == canary.SHIPPED for e in d.events))
+
+
+def test_an_ab_test_that_ships_waits_for_confirm_promotion_holding_the_split() -> None:
+    hook = {"name": "qa-signoff", "type": "confirm-promotion", "url": URL, "deadline": "24h"}
+    experiment = test_abtest.ab_spec(autoPromote=True, webhooks=[hook])
+    truth = test_abtest.Truth({BASE: 0.05, CAND: 0.065})
+    rng = np.random.default_rng(1)
+    measure: Measure = lambda state, i: test_abtest.interval(rng, experiment, truth)  # noqa: E731
+    every = test_abtest.INTERVAL
+    state, decisions, calls = drive_ship(experiment, measure, refuse, every=every, ticks=150)
+    ship = shipped_at(decisions)
+    assert state.phase is Phase.PROGRESSING and state.outcome == "Ship"
+    assert state.reason == approvals.AWAITING and "Ship: " in state.message and "403" in state.message
+    assert all(d.weights == {BASE: 50, CAND: 50} for d in decisions[ship:]), "the split holds"
+    assert calls and min(calls) > T0 + every * ship
+    reasons = [e.reason for d in decisions for e in d.events]
+    assert reasons.count(canary.SHIPPED) == 1 and "Promoted" not in reasons
+    # Approved later: promoted, once.
+    approving, approved_decisions, _ = drive_ship(
+        experiment, measure, approve_after(every.total_seconds() * (ship + 3)), every=every, ticks=150
+    )
+    assert approving.phase is Phase.SUCCEEDED and approving.reason == canary.SHIPPED
+    assert dict(approving.weights) == {BASE: 0, CAND: 100} and approving.outcome == "Ship"
+    assert "confirm-promotion approved by webhook qa-signoff" in approving.message
+    said = [e.reason for d in approved_decisions for e in d.events]
+    assert said.count(canary.SHIPPED) == 1 and said.count("Promoted") == 1
+    assert said.index(canary.SHIPPED) < said.index(approvals.GRANTED) < said.index("Promoted")
+
+
+def test_an_ab_test_ship_refused_past_the_deadline_rolls_back_with_on_deadline_rollback() -> None:
+    hook = {"name": "qa", "type": "confirm-promotion", "url": URL, "deadline": "5m", "onDeadline": "Rollback"}
+    experiment = test_abtest.ab_spec(autoPromote=True, webhooks=[hook])
+    truth = test_abtest.Truth({BASE: 0.05, CAND: 0.065})
+    rng = np.random.default_rng(1)
+    measure: Measure = lambda state, i: test_abtest.interval(rng, experiment, truth)  # noqa: E731
+    state, _, _ = drive_ship(experiment, measure, refuse, every=test_abtest.INTERVAL, ticks=150)
+    assert state.phase is Phase.ROLLED_BACK and state.reason == approvals.DEADLINE_EXCEEDED
+    assert dict(state.weights) == {BASE: 100, CAND: 0}
+    assert "not approved within 5m" in state.message
+
+
+def test_a_bandit_that_ships_waits_for_confirm_promotion_then_promotes_its_winner() -> None:
+    hook = {"name": "qa-signoff", "type": "confirm-promotion", "url": URL}
+    experiment = tb.bandit_spec().model_copy(
+        update={"webhooks": gated(hook).webhooks}  # the same parsed webhook on the bandit's spec
+    )
+    observe = tb.at_rates({tb.V1: 0.04, tb.V2: 0.04, tb.V3: 0.08})
+    state, decisions, calls = drive_ship(experiment, observe, refuse, every=tb.TICK, ticks=150)
+    ship = shipped_at(decisions)
+    held = decisions[ship].weights
+    assert state.phase is Phase.PROGRESSING and state.outcome == "Ship" and state.results["winner"] == tb.V3
+    assert held is not None and all(d.weights == held for d in decisions[ship:]), "the allocation holds"
+    assert state.results["bandit"]["stage"] == "Decided" and calls
+    opened, later, _ = drive_ship(
+        experiment, observe, approve_after(tb.TICK.total_seconds() * (ship + 2)), every=tb.TICK, ticks=150
+    )
+    assert opened.phase is Phase.SUCCEEDED and opened.results["winner"] == tb.V3
+    assert dict(opened.weights) == {tb.V1: 0, tb.V2: 0, tb.V3: 100}
+    assert approvals.GRANTED in [e.reason for d in later for e in d.events]

@@ -38,7 +38,7 @@ from modelrollout.core.model import Action, Event, Phase, State, Verdict
 TIMELINE_LIMIT = 100  # points kept for the report's plots; halved (every other point) when full
 MAX_SEGMENTS = 64  # segment rows kept in status (the largest); fairness is judged on all of them
 MAX_SEGMENT_ROWS = 256  # ... and with several candidates, all of theirs together (the CRD's maxItems)
-SHIPPED, DISCARDED, ITERATE = "Shipped", "Discarded", "Iterate"
+SHIPPED, DISCARDED, ITERATE = canary.SHIPPED, "Discarded", "Iterate"
 AA_FAILED, NO_DIFFERENCE, UNFAIR = "AAFailed", "NoDifference", "UnfairToSegment"
 
 
@@ -144,9 +144,8 @@ def evaluate(
     held = canary.guard(experiment, state, now, all_assessments, mismatch, where)
     if held is not None:
         if ab.aa and mismatch.detected and held.state.reason == "SampleRatioMismatch":
-            return _end(
-                experiment, state, now, lift.Outcome.DISCARD, AA_FAILED, mismatch.message, all_assessments
-            )
+            why = mismatch.message
+            return _end(experiment, state, obs, now, lift.Outcome.DISCARD, AA_FAILED, why, all_assessments)
         if held.state.phase is Phase.ROLLED_BACK:  # a guardrail broke, or data stayed missing
             return _with_outcome(held, lift.Outcome.DISCARD.value)
         return held
@@ -181,13 +180,13 @@ def evaluate(
                 f"A/A test passed: no difference, the split matches ({why})",
             )
         if ended is not None:
-            return _end(experiment, state, now, *ended, all_assessments)
+            return _end(experiment, state, obs, now, *ended, all_assessments)
         return _continue(experiment, state, now, f"A/A test running: {summary}", all_assessments)
 
     if enough and ab.fairness is not None:
         unfair = _unfair(experiment, segment_results)
         if unfair:
-            return _end(experiment, state, now, lift.Outcome.DISCARD, UNFAIR, unfair, all_assessments)
+            return _end(experiment, state, obs, now, lift.Outcome.DISCARD, UNFAIR, unfair, all_assessments)
 
     outcome: lift.Outcome | None
     if enough:
@@ -202,7 +201,7 @@ def evaluate(
     reason = {lift.Outcome.SHIP: SHIPPED, lift.Outcome.DISCARD: DISCARDED, lift.Outcome.ITERATE: ITERATE}[
         outcome
     ]
-    return _end(experiment, state, now, outcome, reason, why, all_assessments)
+    return _end(experiment, state, obs, now, outcome, reason, why, all_assessments)
 
 
 # --------------------------------------------------------------------------- several candidates
@@ -379,15 +378,15 @@ def _evaluate_several(
         why = f"{winner} wins: {judged[winner][2]}"
         if len(shipped) > 1:
             why += f" (the largest lift of the candidates that ship: {each(shipped)})"
-        decision = _end(experiment, state, now, lift.Outcome.SHIP, SHIPPED, why, every)
+        decision = _end(experiment, state, obs, now, lift.Outcome.SHIP, SHIPPED, why, every)
     elif len(discarded) == len(racing):
         reason = UNFAIR if all(judged[r["workload"]][1] == UNFAIR for r in discarded) else DISCARDED
         why = f"every candidate was discarded: {each(records)}"
-        decision = _end(experiment, state, now, lift.Outcome.DISCARD, reason, why, every)
+        decision = _end(experiment, state, obs, now, lift.Outcome.DISCARD, reason, why, every)
     elif deadline:
         left = [r for r in racing if r not in discarded]
         why = f"no candidate ships by maxDuration: {each(left)}"
-        decision = _end(experiment, state, now, lift.Outcome.ITERATE, ITERATE, why, every)
+        decision = _end(experiment, state, obs, now, lift.Outcome.ITERATE, ITERATE, why, every)
     elif discarded:
         return candidates.drop(experiment, state, discarded, now, where, every)
     else:
@@ -433,6 +432,7 @@ def _continue(
 def _end(
     experiment: spec.ExperimentSpec,
     state: State,
+    obs: model.Observation,
     now: datetime.datetime,
     outcome: lift.Outcome,
     reason: str,
@@ -450,11 +450,13 @@ def _end(
         )
         events = (Event("Normal", SHIPPED, message), Event("Normal", canary.AWAITING_PROMOTION, message))
         return model.Decision(waiting, dict(state.weights), events, assessments, experiment.ab.interval)
-    phase = Phase.SUCCEEDED if outcome is lift.Outcome.SHIP else Phase.ROLLED_BACK
+    if outcome is lift.Outcome.SHIP:
+        return canary.ship(experiment, state, obs, now, why, assessments)
     message = f"{outcome.value}: {why}"
-    finished = canary.finish(experiment, state, phase, now, reason, message, step=1, assessments=assessments)
-    told = Event("Normal" if outcome is lift.Outcome.SHIP else "Warning", reason, message)
-    return dataclasses.replace(finished, events=(told, *finished.events))
+    finished = canary.finish(
+        experiment, state, Phase.ROLLED_BACK, now, reason, message, step=1, assessments=assessments
+    )
+    return dataclasses.replace(finished, events=(Event("Warning", reason, message), *finished.events))
 
 
 def _with_outcome(decision: model.Decision, outcome: str) -> model.Decision:

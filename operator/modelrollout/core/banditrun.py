@@ -165,7 +165,7 @@ def evaluate(
     state = dataclasses.replace(state, failed_checks=0, no_data_checks=0)
     counts = reward.counts if reward is not None and reward.counts is not None else {}
     measured = {w: (c.events, c.total) for w, c in counts.items()}
-    return _interval(experiment, state, record, kept, measured, now, where, every)
+    return _interval(experiment, state, obs, record, kept, measured, now, where, every)
 
 
 # --------------------------------------------------------------------------- one interval
@@ -174,6 +174,7 @@ def evaluate(
 def _interval(
     experiment: spec.ExperimentSpec,
     state: State,
+    obs: model.Observation,
     record: dict[str, Any],
     kept: dict[str, Any],
     measured: Mapping[str, tuple[float, float]],
@@ -211,7 +212,7 @@ def _interval(
 
     if chosen != base:
         why = f"{chosen} is better than {base}: {comparison[chosen].reason}"
-        return _ship(experiment, state, record, stats, chances, chosen, why, now, every)
+        return _ship(experiment, state, obs, record, stats, chances, chosen, why, now, every)
     if stage == EXPLORING:
         stop = bandit.should_stop(history, settings.confidence, settings.intervals_required)
         rule = f"P(best) >= {settings.confidence:g} for {settings.intervals_required} interval(s) in a row"
@@ -329,6 +330,7 @@ def _drop(
 def _ship(
     experiment: spec.ExperimentSpec,
     state: State,
+    obs: model.Observation,
     record: dict[str, Any],
     stats: Mapping[str, bandit.ArmStats],
     chances: Mapping[str, float],
@@ -337,7 +339,8 @@ def _ship(
     now: datetime.datetime,
     every: tuple[model.MetricAssessment, ...],
 ) -> model.Decision:
-    """Promote ``chosen`` (Succeeded), or wait for the promote annotation without ``autoPromote``."""
+    """Promote ``chosen`` once the confirm-promotion gate approves (Succeeded), or wait for the promote
+    annotation without ``autoPromote``."""
     record.update(stage=DECIDED, leader=chosen)
     record["arms"] = _arm_entries(experiment, stats, state.weights, chances)
     state = _with_record(state, record)
@@ -357,11 +360,7 @@ def _ship(
             Event("Normal", canary.AWAITING_PROMOTION, message),
         )
         return model.Decision(waiting, dict(state.weights), events, every, experiment.interval)
-    message = f"Ship: {why}"
-    finished = canary.finish(
-        experiment, state, Phase.SUCCEEDED, now, abtest.SHIPPED, message, step=state.step, assessments=every
-    )
-    return dataclasses.replace(finished, events=(Event("Normal", abtest.SHIPPED, message), *finished.events))
+    return canary.ship(experiment, state, obs, now, why, every)
 
 
 def _at_deadline(

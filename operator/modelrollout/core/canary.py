@@ -48,6 +48,8 @@ MAX_STEP_EXTENSION = 2
 INVALID_SPEC = "InvalidSpec"
 BLOCKING_REASONS = frozenset({INVALID_SPEC, "VirtualServiceNotFound", "RouteNotFound"})
 AWAITING_PROMOTION = "AwaitingPromotion"
+SHIPPED = "Shipped"  # an A/B test or a bandit decided to ship a candidate
+SHIP = "Ship"  # State.outcome of that decision (lift.Outcome.SHIP)
 
 
 def split(
@@ -155,6 +157,8 @@ def _decide(
         return _start(experiment, state, obs, now)
     if drift.unfinished_move(experiment, state, obs):
         return _finish_move(experiment, state, now)
+    if _awaiting_ship(experiment, state):
+        return _ship_gate(experiment, state, obs, now, f"Ship: {_shipping(experiment, state)}", None, ())
     if obs.metrics is None:
         if state.approval is not None and obs.webhooks is not None:
             # Between evaluations: the webhooks answered; the step it waits to leave was good.
@@ -342,6 +346,77 @@ def finish(
     return model.Decision(
         finished, weights, (event,), assessments=assessments, requeue_after=experiment.interval
     )
+
+
+def ship(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    why: str,
+    assessments: tuple[model.MetricAssessment, ...] = (),
+) -> model.Decision:
+    """An A/B test or a bandit decided Ship (``results["winner"]`` names the candidate when there are
+    several): a ``Shipped`` Event, then the ``confirm-promotion`` gate, as before a canary's last step,
+    and Succeeded.  While that gate is shut the split holds and nothing more is evaluated, as when a
+    human is to promote (``autoPromote: false``); its deadline holds or rolls back as for a canary."""
+    message = f"Ship: {why}"
+    shipped = dataclasses.replace(state, outcome=SHIP)
+    decision = _ship_gate(experiment, shipped, obs, now, message, message, assessments)
+    return dataclasses.replace(decision, events=(Event("Normal", SHIPPED, message), *decision.events))
+
+
+def _ship_gate(
+    experiment: spec.ExperimentSpec,
+    state: State,
+    obs: model.Observation,
+    now: datetime.datetime,
+    where: str,
+    message: str | None,
+    assessments: tuple[model.MetricAssessment, ...],
+) -> model.Decision:
+    """Promote the shipped candidate once ``confirm-promotion`` approves; ``message`` says why (else
+    the approval does)."""
+    hooks = ", ".join(hook.name for hook in experiment.webhooks_of(WebhookType.CONFIRM_PROMOTION))
+    said = message or f"{where}: {WebhookType.CONFIRM_PROMOTION.value} approved by webhook {hooks}"
+    return approvals.through(
+        experiment,
+        state,
+        obs,
+        now,
+        WebhookType.CONFIRM_PROMOTION,
+        where,
+        proceed=lambda approved: finish(
+            experiment,
+            approved,
+            Phase.SUCCEEDED,
+            now,
+            SHIPPED,
+            said,
+            step=state.step,
+            assessments=assessments,
+        ),
+        roll_back=lambda s, why: finish(
+            experiment, s, Phase.ROLLED_BACK, now, approvals.DEADLINE_EXCEEDED, why, step=state.step
+        ),
+    )
+
+
+def _awaiting_ship(experiment: spec.ExperimentSpec, state: State) -> bool:
+    """An A/B test's or a bandit's Ship waits at the ``confirm-promotion`` gate."""
+    wait = state.approval
+    return (
+        (experiment.is_ab_test or experiment.is_bandit)
+        and state.outcome == SHIP
+        and wait is not None
+        and wait.type == WebhookType.CONFIRM_PROMOTION.value
+    )
+
+
+def _shipping(experiment: spec.ExperimentSpec, state: State) -> str:
+    """The candidate a Ship promotes."""
+    winner = state.results.get("winner")
+    return winner if isinstance(winner, str) else experiment.workloads[0]
 
 
 def _finish_move(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> model.Decision:
