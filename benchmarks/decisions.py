@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     total = len(cells) * len(chosen) * args.runs
     command = shlex.join(["python", "benchmarks/decisions.py", *(argv if argv is not None else sys.argv[1:])])
     report = render(cells, chosen, summaries, runs=args.runs, seed=args.seed, command=command, wall=wall)
-    args.output.write_text(report, encoding="utf-8")
+    splice(args.output, report)
     print(report)
     speed = f"{total / wall:.0f} runs/s, {args.workers} workers"
     print(f"{total} runs in {wall:.0f}s ({speed}); wrote {args.output}")
@@ -124,6 +124,22 @@ def simulate_matrix(
 
 def _run_key(result: engine.RunResult) -> tuple[str, float, int]:
     return (result.outcome, result.seconds, result.candidate_errors)
+
+
+def splice(path: Path, report: str) -> None:
+    """``report`` (a top-level ``# `` section) in place of the same section of ``path``, the other
+    benchmarks' sections kept; at the top when the file has none."""
+    heading = report.splitlines()[0]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == heading), None)
+    if start is None:
+        before, after = [], lines
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# ")), len(lines))
+        before, after = lines[:start], lines[end:]
+    section = report if report.endswith("\n") else report + "\n"
+    gap = "\n" if after and not section.endswith("\n\n") else ""
+    path.write_text("".join(before) + section + gap + "".join(after), encoding="utf-8")
 
 
 def render(

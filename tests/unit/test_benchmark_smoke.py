@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_decisions_benchmark_runs(tmp_path: Path) -> None:
     output = tmp_path / "RESULTS.md"
+    # The file also holds the other benchmarks' results: only the decision section is replaced.
+    others = "# Scale benchmark\n\nkept as it was\n\n# Bandit benchmark\n\nkept too\n"
+    output.write_text("# Decision benchmark\n\nold table\n\n" + others)
     done = subprocess.run(
         [
             sys.executable,
@@ -37,3 +40,5 @@ def test_decisions_benchmark_runs(tmp_path: Path) -> None:
         # A crash-looping candidate is caught by everyone.
         assert f"| crash-looping candidate (all 5xx) | {policy} | 100.00 % |" in report
     assert "runs/s" in done.stdout
+    assert report.startswith("# Decision benchmark") and "old table" not in report
+    assert report.endswith("\n\n" + others) and report.count("# Decision benchmark") == 1
