@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         help="log level (default info)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="same as --log-level=debug")
+    run.add_argument(
+        "--log-format",
+        default="full",
+        choices=["full", "plain", "json"],
+        help="full: time, logger, level, [namespace/name] and message (default); plain: [namespace/name] "
+        "and message; json: one object per line, the experiment under 'object'",
+    )
 
     demo = commands.add_parser("demo", help="a whole rollout on this machine: emulator, mesh, Prometheus")
     demo.add_argument(
@@ -454,6 +461,11 @@ class _PeeringNotFound(logging.Filter):
         return True
 
 
+def _quiet_event_handler(record: logging.LogRecord) -> bool:
+    """kopf logs "Handler 'noticed' succeeded." for every watch event (every status write): debug only."""
+    return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'noticed' succeeded.")
+
+
 def _warn_when_peering_is_missing() -> None:
     peering_logger = logging.getLogger("kopf._core.engines.peering")
     if not peering_logger.isEnabledFor(logging.DEBUG):
@@ -467,8 +479,14 @@ def _run(args: argparse.Namespace) -> None:
     from modelrollout import handlers, kube, runtime
 
     level = "debug" if args.verbose else args.log_level
-    kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
+    log_format = kopf.LogFormat[args.log_format.upper()]
+    # Lines about one experiment name it: kopf's own ([namespace/name]) and ours (Events, errors).
+    kopf.configure(
+        verbose=level == "debug", log_format=log_format, log_prefix=log_format is not kopf.LogFormat.JSON
+    )
     logging.getLogger().setLevel(level.upper())
+    if level != "debug":
+        logging.getLogger("kopf.objects").addFilter(_quiet_event_handler)
     if level != "debug":
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
     options = runtime.Options(

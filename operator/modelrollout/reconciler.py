@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import modelrollout
 from modelrollout import measure, metrics, notify, planner, ports, spec, spec_hooks, status, webhooks
 from modelrollout.core import approvals, arms, canary, guardrails, model, shadow
 from modelrollout.providers import telemetry
@@ -101,7 +102,7 @@ class Reconciler:
         with self._locks[meta["namespace"], meta["name"]]:
             outcome = self._restore_on_delete(body)
             if outcome.startswith("baseline restored"):
-                self.events(body).emit("Normal", "TrafficRestored", f"experiment deleted: {outcome}")
+                self._sink(body).emit("Normal", "TrafficRestored", f"experiment deleted: {outcome}")
         if self.metrics is not None:
             self.metrics.forget(meta["namespace"], meta["name"])
         return outcome
@@ -227,7 +228,7 @@ class Reconciler:
         if report:
             self._write_report(body, new_status)
 
-        sink = self.events(body)
+        sink = self._sink(body)
         if experiment is not None:
             target = route_target(experiment, body, decision.state)
             try:
@@ -238,6 +239,10 @@ class Reconciler:
         for event in decision.events:
             sink.emit(event.type, event.reason, event.message)
         self._tell(body, decision, experiment, previous, new_status, sink)
+
+    def _sink(self, body: Mapping[str, Any]) -> ports.EventSink:
+        meta = body.get("metadata", {})
+        return LoggedSink(self.events(body), meta.get("namespace", ""), meta.get("name", ""))
 
     def _report_due(
         self, experiment: spec.ExperimentSpec | None, previous: Mapping[str, Any], new: Mapping[str, Any]
@@ -255,11 +260,8 @@ class Reconciler:
         try:
             text = report.markdown_summary({**body, "status": dict(new_status)})
             self.reports.write(body, f"{meta['name']}-report", REPORT_KEY, text)
-        except Exception as e:  # a report is a courtesy: it never stops the experiment
-            logger.warning(
-                "%s/%s: could not write the report: %s", meta.get("namespace"), meta.get("name"), e
-            )
-            self.events(body).emit("Warning", "ReportFailed", f"could not write the report ConfigMap: {e}")
+        except Exception as e:  # a report is a courtesy: it never stops the experiment (the Event is logged)
+            self._sink(body).emit("Warning", "ReportFailed", f"could not write the report ConfigMap: {e}")
 
     def _tell(
         self,
@@ -430,3 +432,19 @@ def _with_removals(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[
         if key not in new:
             patch[key] = None
     return patch
+
+
+class LoggedSink:
+    """An ``EventSink`` that also logs each Event about the experiment: the operator's log tells the
+    story ``kubectl describe`` does, one line per Event, Warnings as warnings.  The records carry
+    kopf's object reference, so its formatters name the experiment (``[ns/name]``, or a JSON field)."""
+
+    def __init__(self, sink: ports.EventSink, namespace: str, name: str) -> None:
+        self._sink = sink
+        api = f"{modelrollout.GROUP}/{modelrollout.VERSION}"
+        self._ref = {"apiVersion": api, "kind": modelrollout.KIND, "namespace": namespace, "name": name}
+
+    def emit(self, type: ports.EventType, reason: str, message: str) -> None:
+        level = logging.WARNING if type == "Warning" else logging.INFO
+        logger.log(level, "%s: %s", reason, message, extra={"k8s_ref": self._ref})
+        self._sink.emit(type, reason, message)

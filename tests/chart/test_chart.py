@@ -154,6 +154,7 @@ def test_crd_is_a_byte_identical_copy_of_the_top_level_one() -> None:
 def test_values_schema_rejects_what_the_operator_would_refuse() -> None:
     bad = [
         {"logLevel": "verbose"},
+        {"logFormat": "yaml"},
         {"istioVersion": "v2"},
         {"replicas": 0},
         {"watchNamespaces": ["Not_A_Namespace"]},
@@ -219,6 +220,7 @@ def test_default_args() -> None:
         "--liveness=http://0.0.0.0:8081/healthz",
         "--metrics-port=8080",
         "--log-level=info",
+        "--log-format=full",
         "--prometheus-url=http://prometheus.istio-system:9090",
         "--istio-version=v1",
         "--standalone",
@@ -232,6 +234,7 @@ def test_default_args() -> None:
     [
         ({"logLevel": "debug"}, ["--log-level=debug"], ["--log-level=info"]),
         ({"logLevel": "error"}, ["--log-level=error"], ["--log-level=info"]),
+        ({"logFormat": "json"}, ["--log-format=json"], ["--log-format=full"]),
         ({"istioVersion": "v1beta1"}, ["--istio-version=v1beta1"], ["--istio-version=v1"]),
         (
             {"prometheus": {"address": "http://prom.monitoring:9090"}},

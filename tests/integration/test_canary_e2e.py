@@ -79,6 +79,13 @@ def test_good_candidate_walks_every_step_and_leaves_other_routes_alone(make_app)
     reasons = app.event_reasons()
     assert reasons.count("Started") == 1 and reasons.count("Promoted") == 1
     assert reasons.count("StepAdvanced") == 2
+    # The operator's log tells the same story, each line naming the experiment; kopf's line per
+    # watch event is debug only.
+    ours = f"[{app.namespace}/churn-v2]"
+    log = app.operator.log_text().splitlines()
+    told = [line.split(ours, 1)[1].split(":")[0].strip() for line in log if f"INFO    ] {ours} " in line]
+    assert told == ["Started", "StepAdvanced", "StepAdvanced", "Promoted"], log
+    assert not any("Handler 'noticed' succeeded." in line for line in log)
 
 
 def test_bad_candidate_is_rolled_back_to_baseline(make_app):
@@ -94,6 +101,10 @@ def test_bad_candidate_is_rolled_back_to_baseline(make_app):
     assert conditions(final)["RolledBack"]["reason"] == "GuardrailFailed"
     app.wait_weights({"v1": 100, "v2": 0})
     assert app.wait_event("RolledBack").type == "Warning"
+    assert any(
+        f"[WARNING ] [{app.namespace}/churn-v2] RolledBack: " in line
+        for line in app.operator.log_text().splitlines()
+    )
     # Rolled back stays rolled back: the candidate gets no more traffic.
     served = app.local.mesh.observed(app.namespace, "churn-v2").requests
     time.sleep(3)

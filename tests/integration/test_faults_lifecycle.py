@@ -66,9 +66,10 @@ def epoch(stamp: str) -> float:
 
 
 def logged(app: App, words: str) -> bool:
-    """Whether the app's operator logged ``words`` (its lines do not name the experiment)."""
+    """Whether the app's operator logged ``words`` about the app's experiment."""
     assert app.operator is not None
-    return any(words in line for line in app.operator.log_text().splitlines())
+    ours = f"[{app.namespace}/churn-v2] "
+    return any(ours in line and words in line for line in app.operator.log_text().splitlines())
 
 
 def later_virtual_service(name: str) -> dict[str, Any]:
