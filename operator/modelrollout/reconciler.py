@@ -27,7 +27,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import modelrollout
-from modelrollout import measure, metrics, notify, planner, ports, spec, spec_hooks, status, webhooks
+from modelrollout import (
+    durations,
+    measure,
+    metrics,
+    notify,
+    planner,
+    ports,
+    spec,
+    spec_hooks,
+    status,
+    webhooks,
+)
 from modelrollout.core import approvals, arms, canary, guardrails, model, shadow
 from modelrollout.providers import telemetry
 
@@ -220,6 +231,8 @@ class Reconciler:
         restarted = any(event.reason == "Restarted" for event in decision.events)
         if plan or (previous.get("plan") and not restarted):
             new_status["plan"] = plan or previous["plan"]
+        if experiment is not None:  # for `kubectl get -o wide`, whichever strategy sets it
+            new_status["interval"] = durations.format_duration(experiment.interval)
         report = self._report_due(experiment, previous, new_status)
         if report:
             new_status["report"] = {"configMap": f"{name}-report", "key": REPORT_KEY}

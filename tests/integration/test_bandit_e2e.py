@@ -131,6 +131,7 @@ def test_the_bandit_moves_traffic_to_the_best_model_and_promotes_it(apps: dict[s
     assert final["phase"] == "Succeeded", final.get("message")
     assert final["outcome"] == "Ship" and final["winner"] == V3 and final["reason"] == "Shipped"
     assert final["weights"] == {V1: 0, V2: 0, V3: 100}
+    assert final["interval"] == "2s"  # spec.bandit.interval, for `kubectl get mexp -o wide`
     wait_route(app, {"v1": 0, "v2": 0, "v3": 100})
     check_allocations(seen)
     points = final["bandit"]["allocation"]

@@ -65,6 +65,7 @@ def test_good_candidate_walks_every_step_and_leaves_other_routes_alone(make_app)
     assert steps == [(1, 5), (2, 25), (3, 50), (4, 100)]
     assert conditions(final)["Succeeded"]["status"] == "True"
     assert final["decision"] == "Promote"
+    assert final["interval"] == manifest["spec"]["canary"]["interval"]  # `kubectl get mexp -o wide`
     assert {m["name"]: m["verdict"] for m in final["metrics"]} == {
         "error-rate": "Pass",
         "latency-p95": "Pass",

@@ -299,8 +299,8 @@ def fleet(api: kubernetes.client.CustomObjectsApi, namespaces: tuple[str, str]) 
     store(api, a, "churn-v2", progressing, annotations={"argocd.argoproj.io/tracking-id": "ml:x"})
     store(api, a, "search-v4", None)
     store(api, b, "fraud-v3", rolled_back_status())
-    store(api, b, "ranker-v2", succeeded_status())
-    ab_spec = {**SPEC, "strategy": "ABTest", "abTest": {"split": 50}}
+    store(api, b, "ranker-v2", {**succeeded_status(), "interval": "30s"})
+    ab_spec = {**SPEC, "strategy": "ABTest", "abTest": {"split": 50, "interval": "5m"}}
     store(api, b, "recs-ab", awaiting_promotion_status(), spec=ab_spec)
     return Fleet(a, b, progressing)
 
@@ -389,6 +389,8 @@ def test_get_defaults_to_the_context_namespace_and_takes_n_name_and_output(fleet
     wide = rows(out)
     assert wide[0][-3:] == ["INTERVAL", "FAILED", "MESSAGE"]
     assert wide[1][0] == "fraud-v3" and wide[1][-1].startswith("rolled back at step 1/4 (5%)")
+    # INTERVAL: the operator's status.interval, else the strategy's interval in the spec.
+    assert {row[0]: row[-3] for row in wide[1:]} == {"fraud-v3": "1m", "ranker-v2": "30s", "recs-ab": "5m"}
 
     code, out, _ = mexp("get", "-n", b, "-o", "json")
     listing = json.loads(out)

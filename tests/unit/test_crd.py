@@ -947,6 +947,7 @@ STATUS_FIXTURE: Node = {
     "candidateWeight": 25,
     "observedGeneration": 3,
     "stepStartedAt": "2026-11-23T10:00:00Z",
+    "interval": "1m",
     "decision": "Continue",
     "message": "error-rate 0.011 vs 0.010 (ok); latency-p95 180ms (ok)",
     "samples": {"baseline": 10234, "candidate": 3411},
@@ -1116,7 +1117,7 @@ def test_status_has_the_operator_internal_fields(schema: Node) -> None:
         "weights": "object", "metrics": "array", "conditions": "array", "failedChecks": "integer",
         "noDataChecks": "integer", "stepChecks": "integer", "lastEvaluatedAt": "string", "gates": "object",
         "history": "array", "outcome": "string", "objective": "object", "reason": "string", "plan": "string",
-        "analysisState": "object", "approval": "object",
+        "analysisState": "object", "approval": "object", "interval": "string",
         # A/B tests (core/abtest.py; status.RESULT_FIELDS).
         "startedAt": "string", "secondary": "array", "segments": "array", "abPlan": "object", "srm": "object",
         "timeline": "array", "report": "object",
@@ -1170,7 +1171,7 @@ COLUMNS = {
     "WEIGHT": (".status.candidateWeight", "integer", 0),
     "DECISION": (".status.decision", "string", 0),
     "AGE": (".metadata.creationTimestamp", "date", 0),
-    "INTERVAL": (".spec.canary.interval", "string", 1),
+    "INTERVAL": (".status.interval", "string", 1),
     "OUTCOME": (".status.outcome", "string", 1),
     "FAILED": (".status.failedChecks", "integer", 1),
     "REASON": (".status.message", "string", 1),
@@ -1218,7 +1219,7 @@ def test_printer_column_paths_resolve_on_an_object(version: Node, schema: Node) 
     # The defaults are enough for the spec columns.
     minimal = apply_defaults(load_manifest(EXAMPLES / "01-minimal" / "experiment.yaml"), schema)
     assert resolve(minimal, ".spec.strategy") == "Canary"
-    assert resolve(minimal, ".spec.canary.interval") == "1m"
+    assert resolve(minimal, ".spec.canary.interval") == "1m"  # what status.interval shows for it
 
 
 # --------------------------------------------------------------------------- CEL rules (shape only)

@@ -126,6 +126,16 @@ def steps(body: Mapping[str, Any]) -> list[int] | None:
     return list(DEFAULT_STEPS) if strategy(body) == "Canary" else None
 
 
+def interval_text(body: Mapping[str, Any]) -> str:
+    """How often it is evaluated: what the operator wrote in ``status.interval``, else the strategy's
+    interval in the spec (an experiment the operator has not seen yet), else the default ``1m``."""
+    written = _map(body.get("status")).get("interval")
+    if isinstance(written, str) and written:
+        return written
+    key = {"ABTest": "abTest", "Bandit": "bandit"}.get(strategy(body), "canary")
+    return _text(_map(_map(body.get("spec")).get(key)).get("interval") or "1m")
+
+
 def step_text(body: Mapping[str, Any]) -> str:
     step = _map(body.get("status")).get("step")
     if not isinstance(step, int) or isinstance(step, bool):
@@ -203,9 +213,8 @@ def get_table(
         if namespaces:
             row.insert(0, namespace)
         if wide:
-            canary = _map(_map(body.get("spec")).get("canary"))
             row += [
-                _text(canary.get("interval") or "1m"),
+                interval_text(body),
                 _text(status.get("failedChecks")),
                 _text(status.get("message")),
             ]
