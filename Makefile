@@ -23,7 +23,7 @@ prometheus:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
-## make demo [SCENARIO=good|bad-errors|bad-latency]: a whole rollout on this machine
+## make demo [SCENARIO=good|bad-errors|bad-latency|shadow|shadow-bad|candidates|ab-win|ab-lose|aa|bandit]: a whole rollout on this machine
 demo: setup
 	$(BIN)/modelrollout demo --scenario $(SCENARIO)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_demo_rolls_back_a_bad_candidate_end_to_end():
     done = subprocess.run(
@@ -31,3 +33,20 @@ def test_demo_refuses_an_unknown_scenario():
     )
     assert done.returncode == 2
     assert "unknown scenario 'nope'" in done.stdout
+
+
+@pytest.mark.strategies
+def test_demo_of_several_candidates_drops_the_bad_one_and_promotes_the_best():
+    done = subprocess.run(
+        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "candidates", "--timeout", "150"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "step 1/3: 30% of traffic to churn-v2, churn-v3, churn-v4" in out
+    assert "dropped churn-v3 (GuardrailFailed); carrying on with churn-v2, churn-v4" in out
+    assert "  churn-v3: Dropped: error-rate" in out and "  winner: churn-v4" in out
+    assert "route primary: v1 0%, v2 0%, v3 0%, v4 100%" in out
