@@ -8,14 +8,18 @@ import sys
 import pytest
 
 
-def test_demo_rolls_back_a_bad_candidate_end_to_end():
-    done = subprocess.run(
-        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "bad-errors", "--timeout", "120"],
+def demo(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelrollout", "demo", *args],
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_demo_rolls_back_a_bad_candidate_end_to_end():
+    done = demo("--scenario", "bad-errors", "--timeout", "120", timeout=200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "step 1/4: 5% of traffic to churn-v2" in out
@@ -24,26 +28,14 @@ def test_demo_rolls_back_a_bad_candidate_end_to_end():
 
 
 def test_demo_refuses_an_unknown_scenario():
-    done = subprocess.run(
-        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = demo("--scenario", "nope", timeout=60)
     assert done.returncode == 2
     assert "unknown scenario 'nope'" in done.stdout
 
 
 @pytest.mark.strategies
 def test_demo_of_several_candidates_drops_the_bad_one_and_promotes_the_best():
-    done = subprocess.run(
-        [sys.executable, "-m", "modelrollout", "demo", "--scenario", "candidates", "--timeout", "150"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = demo("--scenario", "candidates", "--timeout", "150", timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "step 1/3: 30% of traffic to churn-v2, churn-v3, churn-v4" in out
