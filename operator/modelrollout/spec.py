@@ -433,6 +433,19 @@ class ExperimentSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _gates_that_can_open(self) -> ExperimentSpec:
+        """A gate the strategy never reaches would be ignored silently: refused, as the CRD does."""
+        for index, hook in enumerate(self.webhooks):
+            if hook.type is WebhookType.CONFIRM_STEP and self.strategy is not Strategy.CANARY:
+                why = f"gates a canary's steps; strategy {self.strategy.value} has none"
+            elif hook.type is WebhookType.CONFIRM_PROMOTION and self.strategy is Strategy.SHADOW:
+                why = "gates a promotion; a Shadow never promotes (users stay on the baseline)"
+            else:
+                continue
+            raise _problem(why, subpath=f"webhooks[{index}].type", value=hook.type.value)
+        return self
+
+    @model_validator(mode="after")
     def _ab_test(self) -> ExperimentSpec:
         if self.strategy is Strategy.AB_TEST and self.objective is None:
             raise _problem("is required for strategy ABTest", subpath="objective", value=None)

@@ -275,6 +275,10 @@ TWINS = {
 }
 
 
+def _hook(type_: str, name: str = "qa") -> Node:
+    return {"name": name, "type": type_, "url": "http://gates.test/approve"}
+
+
 def _metric(**fields: Any) -> Node:
     return {"metrics": [{"name": "x", **fields}]}
 
@@ -319,6 +323,9 @@ RULE_CASES: list[tuple[Node, str, bool]] = [
     ({**TWO_CANDIDATES, "shadow": {"duration": "10m"}}, ".spec#14", True),  # a shadow phase before a canary
     ({**AB, **TWO_CANDIDATES, "abTest": {"aa": True}}, ".spec#15", True),  # an A/A test of several candidates
     ({**TWO_CANDIDATES, "abTest": {"aa": True}}, ".spec#15", True),  # ... whatever the strategy (a canary)
+    ({**AB, "webhooks": [_hook("confirm-step")]}, ".spec#16", True),  # an A/B test has no steps
+    ({**SHADOW, "webhooks": [_hook("pre-rollout"), _hook("confirm-step", "b")]}, ".spec#16", True),
+    ({**SHADOW, "webhooks": [_hook("confirm-promotion")]}, ".spec#17", True),  # a Shadow never promotes
     ({"baseline": {"workload": "churn-v1"}}, ".spec.baseline#0", True),
     ({"candidate": {"workload": "churn-v2"}}, ".spec.candidate#0", True),
     ({"candidate": DELETE, "candidates": [{"workload": "churn-v2"}]}, ".spec.candidates[]#0", True),
@@ -635,6 +642,14 @@ BAD_MANIFESTS: list[tuple[str, Node, str, str]] = [
     ("shadow in an A/B test", {**AB, "shadow": {"duration": "10m"}},
      'spec: Invalid value: "object": shadow is for strategy Shadow, or a shadow phase before a Canary',
      SHADOW_AT),
+    # Gates the strategy never reaches (until this version, the parser ignored them).
+    ("confirm-step in an A/B test", {**AB, "webhooks": [_hook("confirm-step")]},
+     'spec: Invalid value: "object": a confirm-step webhook gates a canary\'s steps',
+     "spec.webhooks[0].type"),
+    ("confirm-promotion in a Shadow",
+     {**SHADOW, "webhooks": [_hook("pre-rollout"), _hook("confirm-promotion", "b")]},
+     'spec: Invalid value: "object": a confirm-promotion webhook gates a promotion; a Shadow never promotes',
+     "spec.webhooks[1].type"),
     ("misspelled shadow field", _shadow(duration="10m", mirrorPrecent=50),
      f'strict decoding error: unknown field "{SHADOW_AT}.mirrorPrecent"', f"{SHADOW_AT}.mirrorPrecent"),
 ]  # fmt: skip
