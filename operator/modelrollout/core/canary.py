@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout import spec
-from modelrollout.core import approvals, arms, drift, guardrails, model, sequential, srm
+from modelrollout.core import approvals, arms, drift, guardrails, lift, model, sequential, srm
 from modelrollout.core.model import Action, Event, Gate, Phase, State, Verdict
 from modelrollout.spec_hooks import WebhookType
 
@@ -49,7 +49,6 @@ INVALID_SPEC = "InvalidSpec"
 BLOCKING_REASONS = frozenset({INVALID_SPEC, "VirtualServiceNotFound", "RouteNotFound"})
 AWAITING_PROMOTION = "AwaitingPromotion"
 SHIPPED = "Shipped"  # an A/B test or a bandit decided to ship a candidate
-SHIP = "Ship"  # State.outcome of that decision (lift.Outcome.SHIP)
 
 
 def split(
@@ -361,7 +360,7 @@ def ship(
     and Succeeded.  While that gate is shut the split holds and nothing more is evaluated, as when a
     human is to promote (``autoPromote: false``); its deadline holds or rolls back as for a canary."""
     message = f"Ship: {why}"
-    shipped = dataclasses.replace(state, outcome=SHIP)
+    shipped = dataclasses.replace(state, outcome=lift.Outcome.SHIP.value)
     decision = _ship_gate(experiment, shipped, obs, now, message, message, assessments)
     return dataclasses.replace(decision, events=(Event("Normal", SHIPPED, message), *decision.events))
 
@@ -407,7 +406,7 @@ def _awaiting_ship(experiment: spec.ExperimentSpec, state: State) -> bool:
     wait = state.approval
     return (
         (experiment.is_ab_test or experiment.is_bandit)
-        and state.outcome == SHIP
+        and state.outcome == lift.Outcome.SHIP.value
         and wait is not None
         and wait.type == WebhookType.CONFIRM_PROMOTION.value
     )
