@@ -315,6 +315,7 @@ def test_an_ab_test_that_ships_waits_for_confirm_promotion_holding_the_split() -
     assert state.phase is Phase.PROGRESSING and state.outcome == "Ship"
     assert state.reason == approvals.AWAITING and "Ship: " in state.message and "403" in state.message
     assert all(d.weights == {BASE: 50, CAND: 50} for d in decisions[ship:]), "the split holds"
+    assert not canary.evaluation_due(experiment, state, T0 + every * 1000), "nothing more is measured"
     assert calls and min(calls) > T0 + every * ship
     reasons = [e.reason for d in decisions for e in d.events]
     assert reasons.count(canary.SHIPPED) == 1 and "Promoted" not in reasons

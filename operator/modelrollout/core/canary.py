@@ -71,8 +71,8 @@ def _to(experiment: spec.ExperimentSpec) -> str:
 
 def evaluation_due(experiment: spec.ExperimentSpec, state: State, now: datetime.datetime) -> bool:
     """Whether this tick should query the metrics (the reconciler asks before observing)."""
-    if state.phase is not Phase.PROGRESSING:
-        return False
+    if state.phase is not Phase.PROGRESSING or _awaiting_ship(experiment, state):
+        return False  # a decided Ship waiting at its gate measures nothing more
     last = state.last_evaluated_at or state.step_started_at
     return last is None or now - last >= experiment.interval * DUE_TOLERANCE
 
