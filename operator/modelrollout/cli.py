@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument(
         "--report-configmaps",
         action="store_true",
-        help="write each A/B test's report into a ConfigMap <experiment>-report once it has an outcome "
-        "(needs create and patch on configmaps)",
+        help="write each A/B test's and bandit's report into a ConfigMap <experiment>-report once it has "
+        "an outcome (needs create and patch on configmaps)",
     )
     run.add_argument(
         "--log-level",
@@ -297,7 +297,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _add_report(commands: Any) -> None:
     report = commands.add_parser(
-        "report", help="an A/B test's report for people: verdict, design, results, segments, plots"
+        "report", help="an A/B test's or a bandit's report for people: verdict, design, results, plots"
     )
     report.add_argument("name", nargs="?", metavar="NAME", help="the ModelExperiment (or give --file)")
     report.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")

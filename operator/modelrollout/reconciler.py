@@ -260,14 +260,17 @@ class Reconciler:
     def _report_due(
         self, experiment: spec.ExperimentSpec | None, previous: Mapping[str, Any], new: Mapping[str, Any]
     ) -> bool:
-        """An A/B test's report is (re)written when its outcome or phase changes once it has an outcome."""
-        if self.reports is None or experiment is None or not experiment.is_ab_test or not new.get("outcome"):
+        """An A/B test's or a bandit's report is (re)written when its outcome or phase changes once it
+        has an outcome."""
+        if self.reports is None or experiment is None or not new.get("outcome"):
+            return False
+        if not (experiment.is_ab_test or experiment.is_bandit):
             return False
         return (previous.get("outcome"), previous.get("phase")) != (new.get("outcome"), new.get("phase"))
 
     def _write_report(self, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
         assert self.reports is not None
-        from modelrollout import report  # the renderer is only needed once an A/B test has an outcome
+        from modelrollout import report  # needed only once an A/B test or a bandit has an outcome
 
         meta = body.get("metadata", {})
         try:

@@ -1,8 +1,10 @@
-"""``modelrollout report``: an A/B test's report for the people who decide on it.
+"""``modelrollout report``: an A/B test's (or a bandit's) report for the people who decide on it.
 
 Pure functions of a ModelExperiment (as the API returns it): a title and a one-line
 verdict, the hypothesis, the design, the results per metric, the lift and the traffic
 over time (plots), the segments, data quality, and the decision with what happens next.
+A bandit (``strategy: Bandit``) gets its own: what was compared and how, each model's
+standing, the comparison that decides, the allocation over time, and the decision.
 Markdown or one self-contained HTML file (plots inline as SVG); Markdown's plots are PNG
 files written beside it.  matplotlib is optional (``pip install modelrollout[report]``):
 without it everything but the plots renders.
@@ -25,7 +27,7 @@ import re
 import sys
 import urllib.parse
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +48,20 @@ DEFAULT_INTERVAL = "1m"
 DEFAULT_ALPHA = 0.05
 DEFAULT_POWER = 0.8
 SHIP, DISCARD, ITERATE = "Ship", "Discard", "Iterate"
+# A bandit's defaults (spec_bandit.BanditSpec), shown when unset.
+BANDIT = "Bandit"
+DEFAULT_BANDIT_INTERVAL = "1m"
+DEFAULT_MIN_WEIGHT = 10
+DEFAULT_MAX_STEP_CHANGE = 20
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_INTERVALS_REQUIRED = 3
+DEFAULT_BANDIT_MAX_DURATION = "7d"
+DEFAULT_BANDIT_MINIMUM_EFFECT = 0.05
+EXPLORING, CONFIRMING, DECIDED = "Exploring", "Confirming", "Decided"
+BASELINE_BEST = "BaselineBest"
+ALLOCATION_ROWS = 20  # rows of the allocation table (without plots): evenly spaced, first and last kept
+PLOT_POINTS = 500  # most points per line a plot draws (the operator keeps 100; a saved file may hold more)
+PLOT_MODELS = 20  # most models a bandit's plot and allocation table show
 AWAITING_PROMOTION = "AwaitingPromotion"
 MISSING = "-"
 
@@ -367,6 +383,11 @@ class _View:
         outcome = self.status.get("outcome")
         self.outcome = outcome if outcome in (SHIP, DISCARD, ITERATE) else None
         self.plan = _map(self.status.get("abPlan"))
+        self.bandit = _Bandit(self) if self.strategy == BANDIT else None
+
+    @property
+    def title(self) -> str:
+        return f"{'Bandit' if self.bandit is not None else 'A/B test'} report: {self.name}"
 
     # -- the variants
     def role(self, workload: str) -> str:
@@ -423,6 +444,7 @@ class _View:
     def started(self) -> datetime.datetime | None:
         for value in (
             self.status.get("startedAt"),
+            _map(self.status.get("bandit")).get("startedAt"),
             _map((_list(self.status.get("history")) or [None])[0]).get("time"),
             _map((_list(self.status.get("timeline")) or [None])[0]).get("time"),
         ):
@@ -473,21 +495,301 @@ class _View:
         )
 
 
+# ----------------------------------------------------------------------------------- the bandit
+@dataclasses.dataclass(frozen=True)
+class _Arm:
+    """One model's standing (an entry of ``status.bandit.arms``)."""
+
+    workload: str
+    weight: float | None
+    successes: float | None
+    trials: float | None
+    pooled: float | None
+    stratified: float | None
+    best: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Comparison:
+    """One candidate against the baseline (an entry of ``status.bandit.comparison``)."""
+
+    workload: str
+    baseline: float | None
+    candidate: float | None
+    lift: float | None
+    interval: tuple[float, float] | None
+    better: bool | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Allocation:
+    """One point of ``status.bandit.allocation``: the weights (%) and the probabilities of being best."""
+
+    time: datetime.datetime
+    weights: Mapping[str, float]
+    best: Mapping[str, float]
+
+
+def _name(value: Any) -> str:
+    """A name (workload, metric, stage): a string, else nothing (a number or an object is no name)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _probability(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and 0 <= number <= 1 else None
+
+
+def _percent(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and 0 <= number <= 100 else None
+
+
+def _amount(value: Any) -> float | None:
+    """A count that may be fractional (Prometheus' ``increase()``), not negative."""
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _bounded(value: Any, low: int, high: int) -> int | None:
+    """An integer setting within its bounds (a boolean or a float is no integer)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if low <= value <= high else None
+
+
+def _names(values: Any) -> list[str]:
+    """The names among ``values``, each once, in order."""
+    found: list[str] = []
+    for value in values:
+        name = _name(value)
+        if name and name not in found:
+            found.append(name)
+    return found
+
+
+def _per_model(value: Any, check: Callable[[Any], float | None]) -> dict[str, float]:
+    """``{workload: number}`` with the entries whose number passes ``check`` (others are left out)."""
+    found = {}
+    for key, number in _map(value).items():
+        checked = check(number)
+        if _name(key) and checked is not None:
+            found[_name(key)] = checked
+    return found
+
+
+class _Bandit:
+    """``spec.bandit`` and ``status.bandit`` (strategy Bandit), each field checked once: what is missing
+    or odd becomes None (or is left out of a list) and is not shown."""
+
+    def __init__(self, view: _View) -> None:
+        settings = _map(view.spec.get("bandit"))
+        found = _map(view.status.get("bandit"))
+        base = _map(view.spec.get("baseline"))
+        listed = _mappings(view.spec.get("candidates")) or [_map(view.spec.get("candidate"))]
+        self.baseline = _name(base.get("workload"))
+        self.candidates = [w for w in _names(c.get("workload") for c in listed) if w != self.baseline]
+        self.subsets = {
+            _name(v.get("workload")): _name(v.get("subset"))
+            for v in (base, *listed)
+            if _name(v.get("subset"))
+        }
+        # The settings: None when unset (the default is shown) or odd.
+        self.reward = _name(settings.get("reward")) or _name(found.get("reward"))
+        self.interval = _name(settings.get("interval"))
+        self.min_weight = _bounded(settings.get("minWeight"), 1, 100)
+        self.max_step = _bounded(settings.get("maxStepChange"), 1, 100)
+        self.confidence = _share(settings.get("confidence"))
+        self.intervals_required = _bounded(settings.get("intervalsRequired"), 1, 100)
+        self.max_duration = _name(settings.get("maxDuration"))
+        effect = _number(settings.get("minimumEffect"))
+        self.minimum_effect = effect if effect is not None and 0 < effect <= 10 else None
+        promote = settings.get("autoPromote")
+        self.auto_promote = promote if isinstance(promote, bool) else None
+        # What the operator wrote.
+        stage = found.get("stage")
+        self.stage = stage if stage in (EXPLORING, CONFIRMING, DECIDED) else None
+        self.intervals = _count(found.get("intervals"))
+        self.leader = _name(found.get("leader"))
+        self.chances = _per_model(found.get("probabilityBest"), _probability)
+        self.status_alpha = _share(found.get("alpha"))
+        self.winner = _name(view.status.get("winner"))
+        self.records = {_name(r.get("workload")): r for r in view.records if _name(r.get("workload"))}
+        self.arms: dict[str, _Arm] = {}
+        for entry in _mappings(found.get("arms")):
+            workload = _name(entry.get("workload"))
+            if workload and workload not in self.arms:
+                self.arms[workload] = _Arm(
+                    workload,
+                    _percent(entry.get("weight")),
+                    _amount(entry.get("successes")),
+                    _amount(entry.get("trials")),
+                    _probability(entry.get("pooledRate")),
+                    _probability(entry.get("stratifiedRate")),
+                    _probability(entry.get("probabilityBest")),
+                )
+        self.comparison: dict[str, _Comparison] = {}
+        for entry in _mappings(found.get("comparison")):
+            workload = _name(entry.get("workload"))
+            better = entry.get("better")
+            if workload and workload not in self.comparison:
+                self.comparison[workload] = _Comparison(
+                    workload,
+                    _probability(entry.get("baseline")),
+                    _probability(entry.get("candidate")),
+                    _number(entry.get("lift")),
+                    _pair(entry.get("interval")),
+                    better if isinstance(better, bool) else None,
+                    _name(entry.get("reason")),
+                )
+        points = []
+        for entry in _mappings(found.get("allocation")):
+            moment = plugin_render.parse_time(entry.get("time"))
+            if moment is not None:
+                weights = _per_model(entry.get("weights"), _percent)
+                points.append(
+                    _Allocation(moment, weights, _per_model(entry.get("probabilityBest"), _probability))
+                )
+        points.sort(key=lambda p: p.time)
+        self.allocation = points
+        # Alpha per comparison: the status's, else the spec's over the candidates (as the operator does).
+        self.spec_alpha = view.alpha
+        self.count = len(self.candidates) or len(self.comparison)
+        self.level = self.status_alpha or self.spec_alpha / max(self.count, 1)
+
+    # -- the models
+    def models(self) -> list[str]:
+        """The baseline, the candidates in spec order, then any other model the status names."""
+        known = [self.baseline] if self.baseline else []
+        known += self.candidates
+        return _names([*known, *self.arms, *self.comparison, *self.records])
+
+    def plotted(self) -> list[str]:
+        """The models of the allocation plot and table: the known ones, else the allocation's own."""
+        known = self.models()
+        if not known:
+            known = _names(w for point in self.allocation for w in (*point.weights, *point.best))
+        return known[:PLOT_MODELS]
+
+    def label(self, workload: str) -> str:
+        if workload == self.baseline:
+            return f"{workload} (baseline)"
+        if workload == self.winner:
+            return f"{workload} (winner)"
+        if workload == self.leader and not self.winner and self.stage != DECIDED:
+            return f"{workload} (leader)"
+        return workload
+
+    def dropped(self, workload: str) -> bool:
+        return _map(self.records.get(workload)).get("state") == "Dropped"
+
+    def every_candidate_dropped(self) -> bool:
+        candidates = self.candidates or [w for w in self.records if w != self.baseline]
+        return bool(candidates) and all(self.dropped(w) for w in candidates)
+
+    def dropped_why(self, workload: str) -> str:
+        record = _map(self.records.get(workload))
+        reason, message = _name(record.get("reason")), _name(record.get("message"))
+        return f"{reason}: {message}" if reason and message else reason or message
+
+    def state(self, workload: str) -> str:
+        """The model's state for the table: baseline, active (or set aside while confirming), dropped."""
+        if workload == self.baseline:
+            return "baseline"
+        record = _map(self.records.get(workload))
+        if self.dropped(workload):
+            why = self.dropped_why(workload)
+            return f"dropped ({why})" if why else "dropped"
+        arm = self.arms.get(workload)
+        if self.stage == CONFIRMING and self.leader and workload != self.leader and arm and arm.weight == 0:
+            return f"set aside while {self.leader} is confirmed"
+        state = _name(record.get("state"))
+        return state.lower() if state else MISSING
+
+    def worse(self) -> list[_Comparison]:
+        """The candidates significantly worse than the baseline."""
+        return [c for c in self.comparison.values() if c.interval is not None and c.interval[1] < 0]
+
+    # -- the settings with their defaults
+    def every(self) -> str:
+        return self.interval or DEFAULT_BANDIT_INTERVAL
+
+    def longest(self) -> str:
+        return self.max_duration or DEFAULT_BANDIT_MAX_DURATION
+
+    def reward_name(self) -> str:
+        return self.reward or "the reward"
+
+    def alpha_text(self) -> str:
+        """``alpha 0.025 (0.05 over 2 candidates)``."""
+        text = f"alpha {self.level:.3g}"
+        if self.count > 1 and math.isclose(self.level, self.spec_alpha / self.count, rel_tol=1e-4):
+            text += f" ({self.spec_alpha:g} over {self.count} candidates)"
+        return text
+
+
+def _which(name: str, value: object | None) -> str:
+    """``(minWeight)``, or ``(minWeight, the default)`` when it is not set (None or no text)."""
+    return f"({name}, the default)" if value is None or value == "" else f"({name})"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{_thousands(count)} {word}" + ("" if count == 1 else "s")
+
+
+def _weight_text(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:.0f} %" if value == round(value) else f"{value:.1f} %"
+
+
+def _amount_text(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    return _thousands(round(value)) if value == round(value) else f"{value:,.1f}"
+
+
+def _rate_text(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    percent = value * 100
+    return f"{percent:.2f} %" if abs(percent) >= 1 else f"{percent:.3g} %"
+
+
+def _chance_text(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else MISSING
+
+
 # ------------------------------------------------------------------------------------- sentences
 def _change(view: _View, *, signed: bool = False) -> str:
     """``raised conversion by 12.0 % (95 % always-valid interval +3.1 % to +21.4 %)``."""
-    if view.lift is None:
-        return f"showed no measurable lift of {view.metric}"
+    return _lift_words(view.metric, view.lift, view.interval, view.objective_alpha, signed=signed)
+
+
+def _lift_words(
+    metric: str,
+    lift: float | None,
+    interval: tuple[float, float] | None,
+    alpha: float,
+    *,
+    signed: bool = False,
+    than: str = "",
+) -> str:
+    """A lift in words; ``than`` (`` over the baseline v1``) goes before the interval."""
+    if lift is None:
+        return f"showed no measurable lift of {metric}{than}"
     if signed:
-        text = f"changed {view.metric} by {_pct(view.lift)}"
-    elif view.lift > 0:
-        text = f"raised {view.metric} by {_pct(view.lift, signed=False)}"
-    elif view.lift < 0:
-        text = f"lowered {view.metric} by {_pct(view.lift, signed=False)}"
+        text = f"changed {metric} by {_pct(lift)}"
+    elif lift > 0:
+        text = f"raised {metric} by {_pct(lift, signed=False)}"
+    elif lift < 0:
+        text = f"lowered {metric} by {_pct(lift, signed=False)}"
     else:
-        text = f"did not change {view.metric}"
-    if view.interval is not None:
-        text += f" ({_confidence(view.objective_alpha)} always-valid interval {_interval(view.interval)})"
+        text = f"did not change {metric}"
+    text += than
+    if interval is not None:
+        text += f" ({_confidence(alpha)} always-valid interval {_interval(interval)})"
     return text
 
 
@@ -512,6 +814,8 @@ def verdict(experiment: Mapping[str, Any]) -> str:
 
 
 def _verdict(view: _View) -> str:
+    if view.bandit is not None:
+        return _bandit_verdict(view, view.bandit)
     if view.aa:
         return _aa_verdict(view)
     if view.outcome == SHIP:
@@ -631,7 +935,9 @@ def _secondary_reading(interval: tuple[float, float] | None) -> str:
 
 # ------------------------------------------------------------------------------------- sections
 def _document(view: _View, *, plots: bool) -> list[_Block]:
-    blocks: list[_Block] = [_Heading(1, f"A/B test report: {view.name}")]
+    if view.bandit is not None:
+        return _bandit_document(view, view.bandit, plots=plots)
+    blocks: list[_Block] = [_Heading(1, view.title)]
     blocks += _header(view)
     blocks += _hypothesis(view)
     blocks += _design(view)
@@ -1118,34 +1424,49 @@ def _decision(view: _View) -> list[_Block]:
 
 
 def _next(view: _View) -> tuple[_Inline, ...]:
+    kept = "current" if view.several else f"{view.split} / {100 - view.split}"
+    every = _text(view.ab.get("interval")) or DEFAULT_INTERVAL
+    return _next_step(
+        view,
+        promoted=(view.who, "the candidate", f"the candidate {view.candidate}"),
+        held=(f"the {kept} split", "the experiment is paused at its current traffic"),
+        baseline=f"the baseline {view.baseline}",
+        continuing=f"the test continues, evaluated every {every} until it reaches a decision, at most "
+        f"{view.max_duration()} after it started.",
+    )
+
+
+def _next_step(
+    view: _View,
+    *,
+    promoted: tuple[str, str, str],
+    held: tuple[str, str],
+    baseline: str,
+    continuing: str,
+) -> tuple[_Inline, ...]:
+    """What happens next, by phase.  ``promoted``: who waits for promotion, who a promotion sends all
+    traffic to, who has it once Succeeded; ``held``: what a wait for promotion keeps, and the pause."""
     where = f" -n {view.namespace}" if view.namespace else ""
+    waiting, receiver, winner = promoted
+    kept, paused = held
     if view.awaiting_promotion:
-        kept = "current" if view.several else f"{view.split} / {100 - view.split}"
         return (
-            f"{view.who} is not promoted automatically. The operator keeps the {kept} split and waits "
+            f"{waiting} is not promoted automatically. The operator keeps {kept} and waits "
             "for the modelrollout.io/promote annotation: ",
             _code(f"kubectl mexp promote {view.name}{where}"),
-            " sends all traffic to the candidate, ",
+            f" sends all traffic to {receiver}, ",
             _code(f"kubectl mexp abort {view.name}{where}"),
             " keeps the baseline.",
         )
     if view.phase == "Paused":
-        return (
-            "the experiment is paused at its current traffic; ",
-            _code(f"kubectl mexp resume {view.name}{where}"),
-            " carries on.",
-        )
+        return (f"{paused}; ", _code(f"kubectl mexp resume {view.name}{where}"), " carries on.")
     if view.phase == "Succeeded":
-        return (f"nothing: the candidate {view.candidate} now receives all traffic.",)
+        return (f"nothing: {winner} now receives all traffic.",)
     if view.phase == "RolledBack":
-        return (f"nothing: all traffic is back on the baseline {view.baseline}.",)
+        return (f"nothing: all traffic is back on {baseline}.",)
     if view.phase == "Failed":
         return ("the experiment failed; fix the cause named above and restart it.",)
-    every = _text(view.ab.get("interval")) or DEFAULT_INTERVAL
-    return (
-        f"the test continues, evaluated every {every} until it reaches a decision, at most "
-        f"{view.max_duration()} after it started.",
-    )
+    return (continuing,)
 
 
 def _iterate(view: _View) -> list[_Block]:
@@ -1178,6 +1499,460 @@ def _iterate(view: _View) -> list[_Block]:
     return [_Heading(3, "Why Iterate"), _p(" ".join(parts))]
 
 
+# ------------------------------------------------------------------------------ a bandit's report
+def _bandit_document(view: _View, bandit: _Bandit, *, plots: bool) -> list[_Block]:
+    blocks: list[_Block] = [_Heading(1, view.title)]
+    blocks += _bandit_header(view, bandit)
+    blocks += _bandit_design(view, bandit)
+    blocks += _bandit_models(view, bandit)
+    blocks += _bandit_comparison(bandit)
+    if plots:
+        blocks += [_Heading(2, "Over time"), _Plots()]
+    else:
+        blocks += _allocation_table(bandit)
+    blocks += _bandit_decision(view, bandit)
+    return blocks
+
+
+def _bandit_header(view: _View, bandit: _Bandit) -> list[_Block]:
+    where = f"{view.namespace}/{view.name}" if view.namespace else view.name
+    facts = [f"Bandit {where}"]
+    if bandit.candidates:
+        one = len(bandit.candidates) == 1
+        facts.append(
+            f"{'candidate' if one else 'candidates'} {', '.join(bandit.candidates)} vs baseline "
+            f"{bandit.baseline or '?'}"
+        )
+    facts.append(f"status {view.phase or 'not yet observed'}")
+    seen = view.last_seen()
+    if seen is not None:
+        facts.append(f"last evaluated {_when(seen)}")
+    return [_p(" · ".join(facts)), _p(_b(_bandit_verdict(view, bandit)), kind="verdict")]
+
+
+def _bandit_verdict(view: _View, bandit: _Bandit) -> str:
+    base = f"the baseline {bandit.baseline}" if bandit.baseline else "the baseline"
+    reward = bandit.reward_name()
+
+    def change(entry: _Comparison | None, *, signed: bool = False, than: str = "") -> str:
+        lift = entry.lift if entry else None
+        interval = entry.interval if entry else None
+        return _lift_words(reward, lift, interval, bandit.level, signed=signed, than=than)
+
+    if view.outcome == SHIP:
+        chosen = bandit.winner or (bandit.leader if bandit.leader != bandit.baseline else "")
+        entry = bandit.comparison.get(chosen)
+        who = chosen or "the winning candidate (the status does not name it)"
+        if entry is not None and entry.lift is not None:
+            claim = change(entry, than=f" over {base}")
+        else:
+            claim = f"is significantly better than {base}"
+        if view.phase == "Succeeded":
+            return f"Ship: {who} was promoted and now receives all traffic: it {claim}."
+        if view.awaiting_promotion:
+            return f"Ship (awaiting promotion): {who} {claim}; it waits for a person to promote it."
+        state = view.phase + (f", reason {view.reason}" if view.reason else "") if view.phase else "unknown"
+        return f"Ship: {who} {claim}; not promoted yet (status {state})."
+    if view.outcome == DISCARD:
+        return f"Discard: {_bandit_discard_why(view, bandit, base)}."
+    if view.outcome == ITERATE:
+        racing = [c for c in bandit.comparison.values() if not bandit.dropped(c.workload)]
+        details = _lifts(bandit, racing)
+        return (
+            f"Iterate: no clear answer within the maximum duration ({bandit.longest()}), so {base} keeps all "
+            "traffic: no candidate is significantly better and not every one is worse"
+            + (f" ({details})" if details else "")
+            + "."
+        )
+    if view.phase in ("RolledBack", "Failed"):
+        ended = "Rolled back" if view.phase == "RolledBack" else "Failed"
+        return f"{ended}: {view.message or view.reason or '?'}."
+    if view.phase == "Succeeded":
+        who = bandit.winner or "a candidate"
+        return f"Promoted: {who} now receives all traffic" + (f" ({view.message})." if view.message else ".")
+    state = "Paused, no decision yet" if view.phase == "Paused" else "Running, no decision yet"
+    if not bandit.intervals:
+        return f"{state}: the bandit has measured no interval so far."
+    so_far = _plural(bandit.intervals, "interval")
+    if bandit.stage == CONFIRMING and bandit.leader:
+        entry = bandit.comparison.get(bandit.leader)
+        return (
+            f"{state}: after {so_far} the bandit is confirming {bandit.leader} against {base} at an even "
+            f"split; so far {bandit.leader} {change(entry, signed=True)}."
+        )
+    text = f"{state}: exploring, {so_far} so far"
+    if bandit.leader:
+        leader = base if bandit.leader == bandit.baseline else bandit.leader
+        chance = bandit.chances.get(bandit.leader)
+        text += f"; the most likely best model is {leader}" + (
+            f" (probability {_chance_text(chance)})" if chance is not None else ""
+        )
+    return text + "."
+
+
+def _bandit_discard_why(view: _View, bandit: _Bandit, base: str) -> str:
+    if bandit.every_candidate_dropped():
+        dropped = "; ".join(
+            f"{w}: {bandit.dropped_why(w) or 'dropped'}" for w in bandit.models() if bandit.dropped(w)
+        )
+        return f"every candidate was dropped ({dropped}), so {base} keeps all traffic"
+    if view.reason == BASELINE_BEST:
+        chance = bandit.chances.get(bandit.baseline)
+        shown = f" (probability {_chance_text(chance)} of being the best)" if chance is not None else ""
+        return (
+            f"the bandit found {base} the best model{shown} and no candidate significantly better, so "
+            "the baseline keeps all traffic"
+        )
+    worse = bandit.worse()
+    if worse:
+        names = ", ".join(c.workload for c in worse)
+        return (
+            f"no candidate beat {base}, and {names} {'is' if len(worse) == 1 else 'are'} significantly "
+            f"worse ({_lifts(bandit, worse)}), so the baseline keeps all traffic"
+        )
+    return view.message or "no candidate was worth shipping, so the baseline keeps all traffic"
+
+
+def _lifts(bandit: _Bandit, entries: Sequence[_Comparison]) -> str:
+    """``lift of conversion, 97.5 % always-valid interval: v2 -8.9 %, -32.5 % to +23.1 %; v3 ...``."""
+    shown = [
+        f"{c.workload} {_pct(c.lift)}" + (f", {_interval(c.interval)}" if c.interval else "")
+        for c in entries
+        if c.lift is not None
+    ]
+    if not shown:
+        return ""
+    return f"lift of {bandit.reward_name()}, {_confidence(bandit.level)} always-valid interval: " + "; ".join(
+        shown
+    )
+
+
+def _bandit_design(view: _View, bandit: _Bandit) -> list[_Block]:
+    base = bandit.baseline or "?"
+    reward = bandit.reward_name()
+
+    def model(workload: str) -> str:
+        subset = bandit.subsets.get(workload)
+        return f"{workload} (subset {subset})" if subset else workload
+
+    intro = (
+        f"A multi-armed bandit shared the traffic between the baseline {base} and "
+        f"{'the candidate' if len(bandit.candidates) == 1 else 'the candidates'} "
+        f"{', '.join(bandit.candidates) or '?'}, sending more of it to the models most likely to earn the "
+        f"most {reward} while it ran. A comparison of each candidate with the baseline then decided "
+        "whether one is better and ships."
+    )
+    items: list[tuple[_Inline, ...]] = []
+    items.append(
+        (
+            _b("Models: "),
+            f"the baseline {model(bandit.baseline) if bandit.baseline else '?'}; "
+            f"{'the candidate' if len(bandit.candidates) == 1 else 'the candidates'} "
+            f"{', '.join(model(w) for w in bandit.candidates) or '?'}.",
+        )
+    )
+    items.append(
+        (
+            _b("Reward: "),
+            f"{bandit.reward}, a ratio of successes to trials (such as conversions per request); higher is "
+            "better."
+            if bandit.reward
+            else "not set.",
+        )
+    )
+    min_weight = bandit.min_weight or DEFAULT_MIN_WEIGHT
+    max_step = bandit.max_step or DEFAULT_MAX_STEP_CHANGE
+    items.append(
+        (
+            _b("Allocation: "),
+            f"an equal split to start; then every {bandit.every()} {_which('interval', bandit.interval)} "
+            "the traffic moves towards each model's probability of being the best (Thompson sampling). "
+            f"Every model in the race keeps at least {min_weight} % {_which('minWeight', bandit.min_weight)} "
+            f"and no weight moves more than {max_step} points at a time "
+            f"{_which('maxStepChange', bandit.max_step)}.",
+        )
+    )
+    guardrails = _bandit_guardrail_names(view, bandit)
+    items.append(
+        (
+            _b("Guardrails: "),
+            f"{', '.join(guardrails)}: each candidate is judged against the baseline, and one that fails is "
+            "dropped at once (weight 0) while the others carry on."
+            if guardrails
+            else "none besides the reward.",
+        )
+    )
+    confidence = bandit.confidence or DEFAULT_CONFIDENCE
+    required = bandit.intervals_required or DEFAULT_INTERVALS_REQUIRED
+    items.append(
+        (
+            _b("Stopping rule: "),
+            f"the exploration stops once one model has been the best with probability at least "
+            f"{confidence:g} {_which('confidence', bandit.confidence)} for "
+            f"{_plural(required, 'interval')} in a row "
+            f"{_which('intervalsRequired', bandit.intervals_required)}, or after {bandit.longest()} at the "
+            f"latest {_which('maxDuration', bandit.max_duration)}.",
+        )
+    )
+    effect = bandit.minimum_effect or DEFAULT_BANDIT_MINIMUM_EFFECT
+    items.append(
+        (
+            _b("Decision: "),
+            "the stopping rule alone does not control errors, so a stratified comparison decides: each "
+            f"candidate against the baseline on {reward}, the Mantel-Haenszel rate ratio over the intervals "
+            "(each interval a stratum, so a base rate that drifts while the traffic moves cannot fake a "
+            f"difference), with {_confidence(bandit.level)} always-valid intervals at {bandit.alpha_text()}, "
+            f"tuned for lifts of about {_effect(effect)} {_which('minimumEffect', bandit.minimum_effect)}. "
+            "A candidate whose whole interval lies above zero ships. When the stopping rule picks a "
+            "candidate that is not significantly better yet, it is confirmed against the baseline at an "
+            "even split until the comparison decides; when it picks the baseline, the candidates are "
+            "discarded; at the maximum duration the baseline stays.",
+        )
+    )
+    items.append((_b("Duration: "), _bandit_duration(view, bandit)))
+    if bandit.auto_promote is False:
+        promote = "on Ship the winner waits for a person to promote it (autoPromote is off)."
+    else:
+        promote = "the winner is promoted automatically on Ship (autoPromote" + (
+            ")." if bandit.auto_promote else ", the default)."
+        )
+    items.append((_b("Operation: "), promote))
+    return [_Heading(2, "What was compared"), _p(intro), _Bullets(tuple(items))]
+
+
+def _bandit_guardrail_names(view: _View, bandit: _Bandit) -> list[str]:
+    """The metrics but the reward that judge the candidates (those with thresholds, builtins, or the
+    Guardrail role; a ratio or a mean without thresholds is only measured)."""
+    names = []
+    for metric in _mappings(view.spec.get("metrics")):
+        name = _name(metric.get("name"))
+        if not name or name == bandit.reward:
+            continue
+        role = metric.get("role")
+        thresholds = any(metric.get(k) is not None for k in ("max", "min", "maxRelativeIncrease"))
+        measured_only = ("ratio" in metric or "mean" in metric) and not thresholds
+        if role == "Guardrail" or (role is None and not measured_only):
+            names.append(name)
+    return _names(names)
+
+
+def _bandit_duration(view: _View, bandit: _Bandit) -> str:
+    start, end = view.started(), view.last_seen()
+    if start is None:
+        text = "not started yet" if not view.phase else "start time unknown"
+    elif end is None or end < start:
+        text = f"started {_when(start)}"
+    else:
+        took = _span((end - start).total_seconds())
+        if view.finished or view.outcome:
+            text = f"ran {took} ({_when(start)} to {_when(end)})"
+        else:
+            text = f"running for {took} so far (since {_when(start)})"
+    if bandit.intervals is not None:
+        text += f", {_plural(bandit.intervals, 'interval')} measured"
+    return text + f"; at most {bandit.longest()} {_which('maxDuration', bandit.max_duration)}."
+
+
+def _bandit_models(view: _View, bandit: _Bandit) -> list[_Block]:
+    headers = ("Model", "Weight", "Trials", "Successes", "Pooled rate", "Stratified rate", "P(best)", "State")
+    rows = []
+    for workload in bandit.models():
+        arm = bandit.arms.get(workload)
+        chance = arm.best if arm and arm.best is not None else bandit.chances.get(workload)
+        rows.append(
+            (
+                bandit.label(workload),
+                _weight_text(arm.weight if arm else None),
+                _amount_text(arm.trials if arm else None),
+                _amount_text(arm.successes if arm else None),
+                _rate_text(arm.pooled if arm else None),
+                _rate_text(arm.stratified if arm else None),
+                _chance_text(chance),
+                bandit.state(workload),
+            )
+        )
+    blocks: list[_Block] = [_Heading(2, "Results per model")]
+    if not bandit.arms and not bandit.records:
+        return [*blocks, _p("No results yet: the bandit has measured no interval.")]
+    reward = bandit.reward_name()
+    blocks.append(
+        _p(
+            f"Weight: the share of traffic the bandit gave each model at its last allocation. Trials and "
+            f"successes: the {reward} counts summed over the intervals; the pooled rate divides those sums. "
+            "The stratified rate is the rate the model would have had serving all the traffic of the "
+            "intervals it took part in: a base rate that drifts while the bandit moves traffic can make "
+            "pooled rates rank the models the wrong way round (Simpson's paradox), stratified ones not. "
+            "Neither decides: the comparison below does. P(best): the posterior probability that the model "
+            "is the best, which drives the allocation."
+        )
+    )
+    blocks.append(_Table(headers, tuple(rows)))
+    guardrails = [
+        g for g in view.guardrails() if g.get("role") != "Reward" and _name(g.get("name")) != bandit.reward
+    ]
+    if guardrails:
+        blocks.append(_Heading(3, "Guardrails at the last evaluation"))
+        checks = []
+        for guardrail in guardrails:
+            name = _text(guardrail.get("name") or guardrail.get("metric")) or "?"
+            variant = _text(guardrail.get("variant"))
+            verdict_text = _text(guardrail.get("verdict")) or MISSING
+            reason = _text(guardrail.get("reason"))
+            checks.append(
+                (
+                    f"{name} ({variant})" if variant else name,
+                    view.value(guardrail.get("baseline"), name),
+                    view.value(guardrail.get("candidate"), name),
+                    f"{verdict_text}: {reason}" if reason else verdict_text,
+                )
+            )
+        blocks.append(_Table(("Metric (candidate)", "Baseline", "Candidate", "Verdict"), tuple(checks)))
+    return blocks
+
+
+def _bandit_comparison(bandit: _Bandit) -> list[_Block]:
+    base = bandit.baseline or "the baseline"
+    blocks: list[_Block] = [
+        _Heading(2, "The comparison that decides"),
+        _p(
+            f"Each candidate against the baseline {base} on {bandit.reward_name()}: the Mantel-Haenszel "
+            "rate ratio over the intervals in which both had traffic, as a relative lift with its "
+            f"{_confidence(bandit.level)} always-valid interval at {bandit.alpha_text()}: corrected for "
+            "comparing several candidates, and valid however often it is looked at. A candidate whose whole "
+            "interval lies above zero is significantly better; the one with the largest lift ships."
+        ),
+    ]
+    if not bandit.comparison:
+        return [*blocks, _p("No comparison yet: the bandit has measured no interval.")]
+    headers = (
+        "Candidate",
+        "Baseline rate",
+        "Candidate rate",
+        "Lift",
+        "Interval",
+        "Significantly better",
+        "Reading",
+    )
+    rows = []
+    for workload in bandit.models():
+        entry = bandit.comparison.get(workload)
+        if entry is None:
+            continue
+        better = {True: "yes", False: "no", None: MISSING}[entry.better]
+        reading = _comparison_reading(entry.interval) if entry.interval else entry.reason or MISSING
+        rows.append(
+            (
+                bandit.label(workload),
+                _rate_text(entry.baseline),
+                _rate_text(entry.candidate),
+                _pct(entry.lift) if entry.lift is not None else MISSING,
+                _interval(entry.interval) if entry.interval else MISSING,
+                better,
+                reading,
+            )
+        )
+    blocks.append(_Table(headers, tuple(rows)))
+    return blocks
+
+
+def _comparison_reading(interval: tuple[float, float]) -> str:
+    if interval[0] > 0:
+        return "better (significant)"
+    if interval[1] < 0:
+        return "worse (significant)"
+    return "no clear difference"
+
+
+def _allocation_table(bandit: _Bandit) -> list[_Block]:
+    """The allocation over time as a table (the report without plots): at most ALLOCATION_ROWS points."""
+    points = bandit.allocation
+    models = bandit.plotted()
+    if not points or not models:
+        return []
+    shown = _thin(points, ALLOCATION_ROWS)
+    # Seconds when the bandit re-allocates more often than every minute.
+    layout = "%Y-%m-%d %H:%M:%S UTC" if any(p.time.second for p in shown) else "%Y-%m-%d %H:%M UTC"
+    rows = []
+    for point in shown:
+        best = max(point.best, key=lambda w: point.best[w]) if point.best else ""
+        rows.append(
+            (
+                point.time.astimezone(datetime.UTC).strftime(layout),
+                *(_weight_text(point.weights.get(w)) for w in models),
+                f"{best} ({_chance_text(point.best[best])})" if best else MISSING,
+            )
+        )
+    note = "The traffic per model (%) at each re-allocation, and the model then most likely the best."
+    if len(shown) < len(points):
+        note += f" {len(shown)} of the {len(points)} points recorded (evenly picked, first and last kept)."
+    return [
+        _Heading(2, "Allocation over time"),
+        _p(note),
+        _Table(("Time", *models, "Most likely best"), tuple(rows)),
+    ]
+
+
+def _thin(points: Sequence[Any], limit: int) -> list[Any]:
+    """At most ``limit`` of ``points``, evenly spaced, the first and the last kept."""
+    if len(points) <= limit:
+        return list(points)
+    if limit < 2:
+        return list(points[-limit:])
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def _bandit_decision(view: _View, bandit: _Bandit) -> list[_Block]:
+    base = bandit.baseline or "the baseline"
+    reward = bandit.reward_name()
+    chosen = bandit.winner or "the winner"
+    meaning = {
+        SHIP: f"Ship: {chosen} is significantly better than {base} on {reward}"
+        + ("; it was promoted." if view.phase == "Succeeded" else "."),
+        DISCARD: f"Discard: no candidate is worth shipping (dropped by a guardrail, significantly worse, or "
+        f"{base} is the best model); {base} keeps all traffic.",
+        ITERATE: f"Iterate: the bandit could not tell within its maximum duration; {base} keeps all traffic. "
+        "To get an answer: run longer (raise bandit.maxDuration), bring more traffic, or test a bolder "
+        "change.",
+    }
+    items: list[tuple[_Inline, ...]] = []
+    items.append((_b("Outcome: "), meaning[view.outcome] if view.outcome else "none yet."))
+    if bandit.stage is not None:
+        so_far = _plural(bandit.intervals or 0, "interval")
+        if bandit.stage == DECIDED:
+            stage = f"decided after {so_far}."
+        elif bandit.stage == CONFIRMING:
+            stage = f"confirming {bandit.leader or 'the leader'} against {base}, {so_far} so far."
+        else:
+            stage = f"exploring, {so_far} so far."
+        items.append((_b("Stage: "), stage))
+    state = view.phase or "not yet observed"
+    if view.reason:
+        state += f" (reason {view.reason})"
+    items.append((_b("Status: "), state + "."))
+    if view.message:
+        items.append((_b("The operator says: "), view.message))
+    weights = _per_model(view.status.get("weights"), _percent)
+    if weights:
+        order = _names([*bandit.models(), *weights])
+        shown = ", ".join(f"{bandit.label(w)} {_weight_text(weights[w])}" for w in order if w in weights)
+        items.append((_b("Traffic now: "), shown + "."))
+    items.append((_b("Next: "), *_bandit_next(view, bandit)))
+    return [_Heading(2, "Decision"), _Bullets(tuple(items))]
+
+
+def _bandit_next(view: _View, bandit: _Bandit) -> tuple[_Inline, ...]:
+    winner = bandit.winner or "the winner"
+    return _next_step(
+        view,
+        promoted=(winner, "it", winner),
+        held=("the current weights", "the bandit is paused at its current weights"),
+        baseline=bandit.baseline or "the baseline",
+        continuing=f"the bandit re-allocates every {bandit.every()} until it decides, at most "
+        f"{bandit.longest()} after it started.",
+    )
+
+
 # ----------------------------------------------------------------------------------------- plots
 def _timeline(view: _View) -> list[tuple[datetime.datetime, Mapping[str, Any]]]:
     points = []
@@ -1206,6 +1981,8 @@ def _figures(view: _View) -> list[tuple[str, str, Figure]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if view.bandit is not None:
+        return _bandit_figures(view.bandit)
     points = _timeline(view)
     figures: list[tuple[str, str, Figure]] = []
 
@@ -1287,6 +2064,48 @@ def _figures(view: _View) -> list[tuple[str, str, Figure]]:
     return figures
 
 
+def _bandit_figures(bandit: _Bandit) -> list[tuple[str, str, Figure]]:
+    """The allocation over time: each model's weight, and below its probability of being the best."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = _thin(bandit.allocation, PLOT_POINTS)
+    models = bandit.plotted()
+    if not points or not models:
+        return []
+    times: Any = [p.time for p in points]  # datetimes: matplotlib's stubs want arrays
+    with_best = any(p.best for p in points)
+    figure = Figure(figsize=(7.5, 4.8 if with_best else 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2 if with_best else 1, 1, sharex=True, squeeze=False)[:, 0]
+    top = axes[0]
+    for workload in models:
+        # The baseline wide and pale, the winner bold: equal weights stay visible.
+        style: dict[str, Any] = {"linewidth": 1.8}
+        if workload == bandit.baseline:
+            style = {"color": "tab:gray", "linewidth": 4, "alpha": 0.55}
+        elif workload == bandit.winner:
+            style = {"linewidth": 2.6}
+        label = _label(bandit.label(workload))
+        weights = [p.weights.get(workload, math.nan) for p in points]
+        top.step(times, weights, where="post", label=label, **style)
+        if with_best:
+            chances = [p.best.get(workload, math.nan) for p in points]
+            axes[1].step(times, chances, where="post", label=label, **style)
+    top.set_ylabel("traffic (%)")
+    top.set_ylim(-5, 105)
+    top.set_title("Traffic per model, as the bandit allocated it")
+    top.legend(loc="best", fontsize="small")
+    top.grid(True, alpha=0.3)
+    caption = "Traffic per model over time, as the bandit allocated it"
+    if with_best:
+        axes[1].set_ylabel("P(best)")
+        axes[1].set_ylim(-0.05, 1.05)
+        axes[1].grid(True, alpha=0.3)
+        caption += ", and each model's probability of being the best"
+    return [("allocation", caption, figure)]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Drawn:
     """The plots as files' content (``(suffix, caption, PNG or SVG bytes)``), or a note why there are none."""
@@ -1318,8 +2137,9 @@ def _draw(view: _View, kind: Literal["png", "svg"]) -> _Drawn:
         except Exception as e:  # odd data must not cost the reader the rest of the report
             return _Drawn(note=f"The plots could not be drawn: {e}")
     if not plots:
+        what = "allocation" if view.bandit is not None else "timeline"
         return _Drawn(
-            note="No plots: the status holds no timeline yet (the operator adds a point at each evaluation)."
+            note=f"No plots: the status holds no {what} yet (the operator adds a point at each evaluation)."
         )
     return _Drawn(tuple(plots))
 
@@ -1452,7 +2272,7 @@ code { background: #f0f0f0; padding: 0 .2rem; }
         self.view = view
 
     def write(self, blocks: Sequence[_Block]) -> str:
-        title = html.escape(f"A/B test report: {self.view.name}")
+        title = html.escape(self.view.title)
         body = "\n".join(self._block(b) for b in blocks)
         return (
             '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -72,7 +72,7 @@ def apps(local: stack.LocalStack) -> Iterator[dict[str, Recorded]]:
         )
         local.add_ab_app(app.namespace, BASELINE, SCENARIOS[name], users, 400, more={"v3": GOOD})
     watched = [arg for app in launched.values() for arg in ("--namespace", app.namespace)]
-    operator = local.start_operator(*watched, name=f"bandit-{stamp}")
+    operator = local.start_operator(*watched, "--report-configmaps", name=f"bandit-{stamp}")
     recorded = {name: Recorded(app) for name, app in launched.items()}
     for name, app in launched.items():
         app.operator = operator
@@ -145,6 +145,10 @@ def test_the_bandit_moves_traffic_to_the_best_model_and_promotes_it(apps: dict[s
     app.wait_event("Promoted", name=NAME)  # Events follow the status write
     reasons = app.event_reasons(name=NAME)
     assert reasons[0] == "Started" and "Shipped" in reasons and "Promoted" in reasons
+    # The report for people, written into a ConfigMap once the bandit had an outcome.
+    assert final["report"] == {"configMap": f"{NAME}-report", "key": "report.md"}
+    text = app.local.core.read_namespaced_config_map(f"{NAME}-report", app.namespace).data["report.md"]
+    assert text.startswith(f"# Bandit report: {NAME}") and f"Ship: {V3} was promoted" in text
     assert "CandidateDropped" not in reasons and "RolledBack" not in reasons
 
 
