@@ -1988,23 +1988,24 @@ def _figures(view: _View) -> list[tuple[str, str, Figure]]:
 
     lifted = [(t, p) for t, p in points if _number(p.get("lift")) is not None or _pair(p.get("interval"))]
     if lifted:
-        times: Any = [t for t, _ in lifted]  # datetimes: matplotlib's stubs want arrays
-        lifts = [_percent_or_nan(_number(p.get("lift"))) for _, p in lifted]
-        bands = [_pair(p.get("interval")) for _, p in lifted]
-        low = [_percent_or_nan(b[0] if b else None) for b in bands]
-        high = [_percent_or_nan(b[1] if b else None) for b in bands]
+        # With several candidates each point is the leader's (its ``variant``): a line per leader, so a
+        # change of leader never joins two candidates' lifts.
+        leaders = list(dict.fromkeys(_text(p.get("variant")) for _, p in lifted))
         figure = Figure(figsize=(7.5, 3.6), layout="constrained")
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
-        ax.fill_between(
-            times,
-            low,
-            high,
-            alpha=0.25,
-            color="tab:blue",
-            label=f"{_confidence(view.objective_alpha)} interval",
-        )
-        ax.plot(times, lifts, color="tab:blue", marker="o", markersize=3, label="lift")
+        for index, leader in enumerate(leaders):
+            color = f"C{index}"
+            times: Any = [t for t, _ in lifted]  # datetimes: matplotlib's stubs want arrays
+            mine = [p if _text(p.get("variant")) == leader else {} for _, p in lifted]
+            lifts = [_percent_or_nan(_number(p.get("lift"))) for p in mine]
+            bands = [_pair(p.get("interval")) for p in mine]
+            low = [_percent_or_nan(b[0] if b else None) for b in bands]
+            high = [_percent_or_nan(b[1] if b else None) for b in bands]
+            named = f"{_label(leader, 30)}: " if len(leaders) > 1 else ""
+            interval = f"{named}{_confidence(view.objective_alpha)} interval"
+            ax.fill_between(times, low, high, alpha=0.25, color=color, label=interval)
+            ax.plot(times, lifts, color=color, marker="o", markersize=3, label=f"{named}lift")
         ax.axhline(0, color="black", linewidth=1, label="no change")
         if view.minimum_effect:
             edge = view.sign * view.minimum_effect * 100
@@ -2016,7 +2017,8 @@ def _figures(view: _View) -> list[tuple[str, str, Figure]]:
                 label=f"minimum effect ({_pct(view.sign * view.minimum_effect)})",
             )
         ax.set_ylabel("lift (%)")
-        ax.set_title(_label(f"Lift of {view.metric}, candidate over baseline"))
+        whose = "the leading candidate" if len(leaders) > 1 else "candidate"
+        ax.set_title(_label(f"Lift of {view.metric}, {whose} over baseline"))
         ax.legend(loc="best", fontsize="small")
         ax.grid(True, alpha=0.3)
         figures.append(("lift", f"Lift of {view.metric} over time, with its interval", figure))

@@ -14,6 +14,7 @@ import copy
 import html.parser
 import importlib.util
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -687,3 +688,26 @@ def test_fixtures_are_not_modified_by_rendering() -> None:
     report.render(experiment, "html")
     report.markdown_summary(experiment)
     assert experiment == before
+
+
+@needs_matplotlib
+def test_a_change_of_leader_draws_a_lift_line_per_leader() -> None:
+    """With several candidates each timeline point is the leader's lift: a line per leader, never one
+    line joining two candidates' lifts."""
+    experiment = copy.deepcopy(load("ship"))
+    lifted = [p for p in experiment["status"]["timeline"] if "lift" in p]
+    leaders = ["churn-v2", "churn-v2", "churn-v3", "churn-v3"]
+    for point, leader in zip(lifted, leaders, strict=False):
+        point["variant"] = leader
+    ((_, _, figure), *_) = report._figures(report._View(experiment))
+    (ax,) = figure.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert "the leading candidate over baseline" in ax.get_title()
+    v2, v3 = lines["churn-v2: lift"], lines["churn-v3: lift"]
+    assert [round(v, 6) for v in v2[:2]] == [20.0, 15.0] and all(math.isnan(v) for v in v2[2:])
+    assert all(math.isnan(v) for v in v3[:2]) and not any(math.isnan(v) for v in v3[2:])
+    # One candidate: one line, as before.
+    ((_, _, single), *_) = report._figures(report._View(load("ship")))
+    labels = [line.get_label() for line in single.axes[0].get_lines()]
+    assert labels.count("lift") == 1 and not any(": lift" in label for label in labels)
+    assert "Lift of conversion, candidate over baseline" in single.axes[0].get_title()
