@@ -127,6 +127,8 @@ AB_EVERYTHING: Node = {
     ],
 }  # fmt: skip
 del AB_EVERYTHING["metrics"][1]["squares"]
+# An A/B test or a bandit has no steps to confirm: its gate is the promotion's.
+AB_EVERYTHING["webhooks"] = [{**EVERYTHING["webhooks"][0], "type": "confirm-promotion"}]
 AGREEMENT: Node = {
     "name": "agreement",
     "ratio": {
@@ -155,6 +157,7 @@ BANDIT_EVERYTHING: Node = {
                "intervalsRequired": 2, "interval": "20s", "maxDuration": "1h", "minimumEffect": 0.1,
                "autoPromote": False},
     "metrics": [*copy.deepcopy(EVERYTHING["metrics"]), RATIO],
+    "webhooks": copy.deepcopy(AB_EVERYTHING["webhooks"]),
 }  # fmt: skip
 SEEDS = [
     *EXAMPLES, EVERYTHING, AB_MINIMAL, AB_EVERYTHING, SHADOW_MINIMAL, SHADOW_EVERYTHING, BANDIT_MINIMAL,
