@@ -1094,18 +1094,21 @@ def _design(view: _View) -> list[_Block]:
     return [_Heading(2, "Design"), _Bullets(tuple(items))]
 
 
-def _duration_text(view: _View) -> str:
+def _ran(view: _View) -> str:
+    """How long the experiment ran (or has been running), from its start to the last evaluation."""
     start, end = view.started(), view.last_seen()
     if start is None:
-        text = "not started yet" if not view.phase else "start time unknown"
-    elif end is None or end < start:
-        text = f"started {_when(start)}"
-    else:
-        took = _span((end - start).total_seconds())
-        if view.finished or view.outcome:
-            text = f"ran {took} ({_when(start)} to {_when(end)})"
-        else:
-            text = f"running for {took} so far (since {_when(start)})"
+        return "not started yet" if not view.phase else "start time unknown"
+    if end is None or end < start:
+        return f"started {_when(start)}"
+    took = _span((end - start).total_seconds())
+    if view.finished or view.outcome:
+        return f"ran {took} ({_when(start)} to {_when(end)})"
+    return f"running for {took} so far (since {_when(start)})"
+
+
+def _duration_text(view: _View) -> str:
+    text = _ran(view)
     expected = _text(view.plan.get("expectedDuration"))
     if expected:
         text += f"; the plan expected about {expected}"
@@ -1737,17 +1740,7 @@ def _bandit_guardrail_names(view: _View, bandit: _Bandit) -> list[str]:
 
 
 def _bandit_duration(view: _View, bandit: _Bandit) -> str:
-    start, end = view.started(), view.last_seen()
-    if start is None:
-        text = "not started yet" if not view.phase else "start time unknown"
-    elif end is None or end < start:
-        text = f"started {_when(start)}"
-    else:
-        took = _span((end - start).total_seconds())
-        if view.finished or view.outcome:
-            text = f"ran {took} ({_when(start)} to {_when(end)})"
-        else:
-            text = f"running for {took} so far (since {_when(start)})"
+    text = _ran(view)
     if bandit.intervals is not None:
         text += f", {_plural(bandit.intervals, 'interval')} measured"
     return text + f"; at most {bandit.longest()} {_which('maxDuration', bandit.max_duration)}."
