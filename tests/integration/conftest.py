@@ -100,20 +100,22 @@ class App:
         last = seen[-1] if seen else {}
         pytest.fail(f"condition not reached in {timeout}s; last status {last}\noperator log:\n{log}")
 
-    def primary_route(self) -> dict[str, Any]:
-        vs = self.local.virtual_service(self.namespace, "churn")
+    def primary_route(self, virtual_service: str = "churn") -> dict[str, Any]:
+        vs = self.local.virtual_service(self.namespace, virtual_service)
         route: dict[str, Any] = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
         return route
 
-    def weights(self) -> dict[str, int]:
-        entries = self.primary_route()["route"]
+    def weights(self, virtual_service: str = "churn") -> dict[str, int]:
+        entries = self.primary_route(virtual_service)["route"]
         return {e["destination"]["subset"]: e.get("weight", 100 if len(entries) == 1 else 0) for e in entries}
 
-    def wait_weights(self, expected: dict[str, int], timeout: float = 10) -> None:
+    def wait_weights(
+        self, expected: dict[str, int], timeout: float = 10, virtual_service: str = "churn"
+    ) -> None:
         """The status is written before the routes move (see reconciler): give the write a moment."""
         deadline = time.monotonic() + timeout
-        while self.weights() != expected:
-            assert time.monotonic() < deadline, f"routes hold {self.weights()}, expected {expected}"
+        while (held := self.weights(virtual_service)) != expected:
+            assert time.monotonic() < deadline, f"routes hold {held}, expected {expected}"
             time.sleep(0.1)
 
     def wait_event(self, reason: str, timeout: float = 10, name: str = "churn-v2") -> Any:

@@ -195,9 +195,7 @@ def test_operator_sigkilled_in_every_phase_continues_where_it_was(apps: Apps) ->
     started = pending.wait_for(lambda s: s.get("phase") == "Progressing", timeout=20)[-1]
     assert started["step"] == 1 and started["reason"] == "Started"
     assert conditions(started)["Ready"]["status"] == "True"
-    later_vs = pending.local.virtual_service(pending.namespace, "churn-later")
-    primary = next(r for r in later_vs["spec"]["http"] if r["name"] == "primary")
-    assert {e["destination"]["subset"]: e["weight"] for e in primary["route"]} == {"v1": 95, "v2": 5}
+    pending.wait_weights({"v1": 95, "v2": 5}, virtual_service="churn-later")  # the routes follow the status
     pending.wait_event("Started")
     assert pending.event_reasons().count("Started") == 1
 
